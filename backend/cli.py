@@ -1,0 +1,194 @@
+"""``python -m backend``: the command-line interface (DESIGN.md section 6).
+
+Every command takes a design file or a preset name. Bad input prints one line
+``error: <field path>: <what is wrong>`` on stderr and exits 2; no traceback
+(set ``BACKEND_DEBUG=1`` to see one). Heavy imports (torch) happen only inside
+the commands that need them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable, Sequence
+
+from .errors import DesignError
+
+DTYPES = ("fp32", "bf16", "fp16", "int8")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m backend", description="Transformer architecture designer")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("plan", help="print the resolved table of executed layers")
+    s.add_argument("design", help="design file (YAML/JSON) or preset name")
+    s.add_argument("--json", action="store_true", help="print JSON")
+
+    sub.add_parser("presets", help="list presets").add_argument("--json", action="store_true")
+    sub.add_parser("schema", help="print the design JSON Schema")
+    sub.add_parser("kinds", help="print the layer registry (kinds and their parameters) as JSON")
+
+    s = sub.add_parser("validate", help="check a design; exit 0 when valid")
+    s.add_argument("design")
+
+    s = sub.add_parser("analyze", help="parameters, FLOPs and memory")
+    s.add_argument("design")
+    s.add_argument("--seq-len", type=_positive, default=None, help="sequence length (default max_seq_len)")
+    s.add_argument("--batch", type=_positive, default=1)
+    s.add_argument("--dtype", choices=DTYPES, default="bf16", help="dtype for memory figures")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("smoke", help="build real weights and run the smoke test")
+    s.add_argument("design")
+    s.add_argument("--scaled", action="store_true", help="run the width-scaled smoke when the full model exceeds the budget")
+    s.add_argument("--budget-gb", type=float, default=None, help="memory budget in GiB (default: a safe fraction of free RAM)")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("export", help="export JSON, YAML or a standalone PyTorch file")
+    s.add_argument("design")
+    s.add_argument("--format", choices=("json", "yaml", "python"), required=True)
+    s.add_argument("--resolved", action="store_true", help="JSON/YAML: write the explicit per-layer form")
+    s.add_argument("-o", "--output", default=None, help="output path (default exports/<name>.<ext>; '-' for stdout)")
+    s.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    s = sub.add_parser("library", help="shared design library")
+    lib = s.add_subparsers(dest="library_command", required=True, parser_class=_Parser)
+    x = lib.add_parser("save", help="save a design as a new revision")
+    x.add_argument("design")
+    x.add_argument("--author", default=os.environ.get("USER", "anonymous"))
+    x.add_argument("-m", "--message", default="")
+    x.add_argument("--name", default=None, help="library name (default: the design's name)")
+    x = lib.add_parser("list", help="list designs")
+    x.add_argument("--search", default=None)
+    x.add_argument("--json", action="store_true")
+    x = lib.add_parser("show", help="print a revision as YAML")
+    x.add_argument("name")
+    x.add_argument("--revision", type=int, default=None)
+    x = lib.add_parser("diff", help="diff two revisions (plan and numbers)")
+    x.add_argument("name")
+    x.add_argument("rev_a", type=int)
+    x.add_argument("rev_b", type=int)
+    x.add_argument("--json", action="store_true")
+    x = lib.add_parser("delete", help="delete a design and all its revisions")
+    x.add_argument("name")
+    x.add_argument("--yes", action="store_true", help="confirm")
+    return p
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .plan import resolve_plan
+
+    plan = resolve_plan(args.design)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+        return 0
+    d = plan.design
+    print(f"{d.name}: {d.architecture}, task {d.task}, hidden {d.hidden_size}, heads {d.n_heads}/{d.kv_heads} kv")
+    for name, st in plan.stacks.items():
+        r = d.stacks()[name].repeat
+        print(f"\n[{name}] {st.n_unique} unique -> {st.depth} executed ({r.mode}{'' if r.mode == 'none' else ''}){' causal' if st.causal else ''}")
+        print(f"{'exec':>5} {'uniq':>5}  {'attention':<14} {'mlp':<8} {'norm':<9} params")
+        for layer in st.executed:
+            extra = json.dumps(layer.params, sort_keys=True) if layer.params else ""
+            print(f"{layer.index:>5} {layer.unique_index:>5}  {layer.attention:<14} {layer.mlp:<8} {layer.norm:<9} {extra}")
+    for w in plan.warnings:
+        print(f"warning: {w}")
+    return 0
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from .presets import list_presets, preset_files
+    from .spec import parse_design_text
+
+    if args.json:
+        print(json.dumps(list_presets()))
+        return 0
+    for name, path in preset_files().items():
+        try:
+            d = parse_design_text(path.read_bytes(), "yaml", source=str(path))
+            summary = f"{d.architecture:<16} {d.description.splitlines()[0] if d.description else ''}"
+        except DesignError as exc:
+            summary = f"INVALID: {exc}"
+        print(f"{name:<28} {summary}")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from .spec import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def _kinds(args: argparse.Namespace) -> int:
+    from .registry import schema_json
+
+    print(json.dumps(schema_json(), indent=2))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .plan import resolve_plan
+
+    plan = resolve_plan(args.design)
+    for w in plan.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"ok: {plan.design.name}")
+    return 0
+
+
+def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(module, __package__), func)(args)
+
+    return run
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "plan": _plan,
+    "presets": _presets,
+    "schema": _schema,
+    "kinds": _kinds,
+    "validate": _validate,
+    "analyze": _lazy(".analysis.report", "cli_analyze"),
+    "smoke": _lazy(".analysis.smoke", "cli_smoke"),
+    "export": _lazy(".export", "cli_export"),
+    "library": _lazy(".library", "cli_library"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except DesignError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # never a traceback for the user
+        if os.environ.get("BACKEND_DEBUG"):
+            raise
+        print(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (set BACKEND_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1

@@ -1,0 +1,493 @@
+"""The layer plan: one pure function from a design to the executed layers.
+
+``resolve_plan(design)`` applies, per stack and in this order:
+
+1. stack defaults (``attention``, ``mlp``, ``norm``, ``params``);
+2. at most one of a named ``pattern``, the ``string`` notation or an
+   ``explicit`` per-layer list;
+3. ``rules`` in order (a later rule overrides only the fields it sets);
+4. repetition (``repeat``), mapping executed layers to unique ones.
+
+Everything downstream (model, analysis, export, the app's grid) reads the
+returned :class:`Plan` and nothing else. No torch here.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import DesignError, format_path, short_repr
+from .registry import ATTENTION, ATTENTION_ALIASES, CROSS, MLP, NORM, KindInfo, kind
+from .spec import Design, LayerEntry, LayerParams, Rule, Stack, When, load_design
+
+CATEGORIES = ("attention", "mlp", "norm")
+
+
+# ---------------------------------------------------------------------------
+# Data
+
+
+@dataclass(frozen=True)
+class ResolvedLayer:
+    """One executed layer. ``params`` are the overrides; ``config`` has defaults filled."""
+
+    stack: str  # "layers" | "encoder" | "decoder"
+    index: int  # executed index within the stack
+    unique_index: int  # index of the unique layer (module) it runs
+    attention: str
+    mlp: str
+    norm: str
+    causal: bool
+    cross: bool  # has a cross-attention sub-block (decoder of encoder_decoder)
+    params: dict[str, dict[str, Any]]
+    config: dict[str, dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "index": self.index,
+            "unique_index": self.unique_index,
+            "attention": self.attention,
+            "mlp": self.mlp,
+            "norm": self.norm,
+            "cross": self.cross,
+            "params": self.params,
+        }
+
+    def signature(self) -> tuple:
+        """Hashable identity of the computation (for analysing each kind once)."""
+        cfg = tuple((c, tuple(sorted((k, repr(v)) for k, v in self.config[c].items()))) for c in sorted(self.config))
+        return (self.attention, self.mlp, self.norm, self.causal, self.cross, cfg)
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    name: str
+    causal: bool
+    unique: tuple[ResolvedLayer, ...]  # one per unique layer (index == unique_index)
+    executed: tuple[ResolvedLayer, ...]
+
+    @property
+    def n_unique(self) -> int:
+        return len(self.unique)
+
+    @property
+    def depth(self) -> int:
+        return len(self.executed)
+
+
+@dataclass(frozen=True)
+class Plan:
+    design: Design
+    stacks: dict[str, StackPlan]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def layers(self) -> list[ResolvedLayer]:
+        """Every executed layer, encoder before decoder."""
+        return [layer for s in self.stacks.values() for layer in s.executed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layers": [layer.to_dict() for layer in self.layers], "warnings": list(self.warnings)}
+
+
+# ---------------------------------------------------------------------------
+# Named patterns. A pattern maps (n, stack defaults, params) to per-layer
+# (attention, mlp-or-None) pairs. Custom patterns can be registered at runtime.
+
+PatternFn = Callable[[int, Stack, dict[str, Any]], list[tuple[str, str | None]]]
+
+
+@dataclass(frozen=True)
+class PatternInfo:
+    name: str
+    description: str
+    params: dict[str, str]  # name -> help (with the default)
+    fn: PatternFn
+
+
+PATTERNS: dict[str, PatternInfo] = {}
+
+
+def register_pattern(name: str, description: str, params: dict[str, str], fn: PatternFn, *, replace: bool = False) -> None:
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise DesignError("pattern.name", f"must be lower snake case, got {short_repr(name)}")
+    if name in PATTERNS and not replace:
+        raise DesignError("pattern.name", f"{name!r} is already registered")
+    PATTERNS[name] = PatternInfo(name, description, params, fn)
+
+
+def _kinds_list(params: dict[str, Any], key: str, default: list[str]) -> list[str]:
+    value = params.get(key, default)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise DesignError(f"params.{key}", f"must be a non-empty list of kind names, got {short_repr(value)}")
+    return value
+
+
+def _int_param(params: dict[str, Any], key: str, default: int, lo: int = 0) -> int:
+    value = params.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise DesignError(f"params.{key}", f"must be an integer >= {lo}, got {short_repr(value)}")
+    return value
+
+
+def _str_param(params: dict[str, Any], key: str, default: str) -> str:
+    value = params.get(key, default)
+    if not isinstance(value, str):
+        raise DesignError(f"params.{key}", f"must be a kind name, got {short_repr(value)}")
+    return value
+
+
+def _other(stack: Stack, preferred: str = "spectral") -> str:
+    return preferred if stack.attention != preferred else "self_sdpa"
+
+
+def _uniform(n: int, stack: Stack, p: dict[str, Any]) -> list[tuple[str, str | None]]:
+    a = _str_param(p, "attention", stack.attention)
+    m = p.get("mlp")
+    if m is not None and not isinstance(m, str):
+        raise DesignError("params.mlp", f"must be a kind name, got {short_repr(m)}")
+    return [(a, m)] * n
+
+
+def _alternating(n: int, stack: Stack, p: dict[str, Any]) -> list[tuple[str, str | None]]:
+    kinds = _kinds_list(p, "kinds", [stack.attention, _other(stack)])
+    mlps = p.get("mlps")
+    if mlps is not None:
+        mlps = _kinds_list(p, "mlps", [])
+    period = _int_param(p, "period", 1, lo=1)
+    out = []
+    for i in range(n):
+        j = i // period
+        out.append((kinds[j % len(kinds)], mlps[j % len(mlps)] if mlps else None))
+    return out
+
+
+def _sandwich(n: int, stack: Stack, p: dict[str, Any]) -> list[tuple[str, str | None]]:
+    outer = _str_param(p, "outer", "self_sdpa")
+    inner = _str_param(p, "inner", stack.attention if stack.attention != outer else _other(stack))
+    n_outer = _int_param(p, "n_outer", 1, lo=0)
+    return [(outer if (i < n_outer or i >= n - n_outer) else inner, None) for i in range(n)]
+
+
+def _pyramid(n: int, stack: Stack, p: dict[str, Any]) -> list[tuple[str, str | None]]:
+    kinds = _kinds_list(p, "kinds", ["spectral", stack.attention if stack.attention != "spectral" else "self_sdpa"])
+    return [(kinds[min(len(kinds) - 1, i * len(kinds) // n)], None) for i in range(n)]
+
+
+def _sparse_special(n: int, stack: Stack, p: dict[str, Any]) -> list[tuple[str, str | None]]:
+    special = _str_param(p, "special", "self_sdpa")
+    base = _str_param(p, "base", stack.attention if stack.attention != special else _other(stack))
+    every = _int_param(p, "every", 4, lo=1)
+    offset = _int_param(p, "offset", every - 1, lo=0)
+    return [(special if i >= offset and (i - offset) % every == 0 else base, None) for i in range(n)]
+
+
+register_pattern("uniform", "Every layer the same kind.",
+                 {"attention": "kind for every layer (default: the stack's attention)", "mlp": "MLP for every layer (default: the stack's mlp)"}, _uniform)
+register_pattern("alternating", "Cycle through a list of attention kinds, `period` layers each.",
+                 {"kinds": "attention kinds to cycle (default: [stack attention, spectral])", "mlps": "optional MLP kinds to cycle alongside",
+                  "period": "consecutive layers per kind (default 1)"}, _alternating)
+register_pattern("sandwich", "`outer` kind on the first and last `n_outer` layers, `inner` in between.",
+                 {"outer": "kind at both ends (default self_sdpa)", "inner": "kind in the middle (default: the stack's attention)",
+                  "n_outer": "layers at each end (default 1)"}, _sandwich)
+register_pattern("pyramid", "Contiguous depth bands, one kind each, bottom to top (cheap mixers low, full attention high).",
+                 {"kinds": "kinds from the bottom band to the top (default [spectral, stack attention])"}, _pyramid)
+register_pattern("sparse_special", "Mostly `base`; every `every`-th layer (from `offset`) is `special`.",
+                 {"special": "the sparse kind (default self_sdpa)", "base": "the common kind (default: the stack's attention)",
+                  "every": "period (default 4)", "offset": "first special layer (default every-1)"}, _sparse_special)
+
+
+def list_patterns() -> dict[str, str]:
+    return {name: info.description for name, info in PATTERNS.items()}
+
+
+# ---------------------------------------------------------------------------
+# String notation: "SPECTRAL,SDPA*3,TOKEN_PARAM", "SDPA:MOE*2".
+
+_TOKEN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?::\s*([A-Za-z_][A-Za-z0-9_]*))?\s*(?:\*\s*(\d+))?\s*$")
+
+
+def _attention_name(token: str) -> str | None:
+    up = token.upper()
+    if up in ATTENTION_ALIASES:
+        return ATTENTION_ALIASES[up]
+    low = token.lower()
+    return low if low in ATTENTION else None
+
+
+def parse_string(text: str, n_layers: int, path: str = "string") -> list[tuple[str, str | None]]:
+    """Expand the string notation to ``n_layers`` (attention, mlp-or-None) pairs."""
+    if not text.strip():
+        raise DesignError(path, "is empty")
+    items: list[tuple[str, str | None]] = []
+    for pos, raw in enumerate(text.split(",")):
+        m = _TOKEN.match(raw)
+        if not m:
+            raise DesignError(path, f"item {pos + 1} {raw.strip()!r} is not NAME, NAME*COUNT or NAME:MLP*COUNT")
+        name, mlp, count = m.group(1), m.group(2), m.group(3)
+        att = _attention_name(name)
+        if att is None:
+            known = ", ".join(sorted([k.upper() for k in ATTENTION] + list(ATTENTION_ALIASES)))
+            raise DesignError(path, f"item {pos + 1}: unknown attention {name!r} (known: {known})")
+        if mlp is not None and mlp.lower() not in MLP:
+            raise DesignError(path, f"item {pos + 1}: unknown MLP {mlp!r} (known: {', '.join(k.upper() for k in MLP)})")
+        c = int(count) if count is not None else 1
+        if c < 1:
+            raise DesignError(path, f"item {pos + 1}: count must be >= 1, got {c}")
+        if len(items) + c > 1_000_000:
+            raise DesignError(path, "expands to more than 1,000,000 layers")
+        items.extend([(att, mlp.lower() if mlp else None)] * c)
+    total = len(items)
+    if n_layers % total != 0:
+        raise DesignError(path, f"counts add up to {total}, which does not divide n_layers {n_layers}")
+    return items * (n_layers // total)
+
+
+def to_string(layers: list[tuple[str, str]], default_mlp: str | None = None) -> str:
+    """Compact string notation for a list of (attention, mlp) pairs (run-length encoded)."""
+    out: list[str] = []
+    i = 0
+    while i < len(layers):
+        j = i
+        while j < len(layers) and layers[j] == layers[i]:
+            j += 1
+        att, mlp = layers[i]
+        name = {"self_sdpa": "SDPA", "self_flex": "FLEX"}.get(att, att.upper())
+        if mlp and mlp != default_mlp:
+            name += ":" + mlp.upper()
+        out.append(name if j - i == 1 else f"{name}*{j - i}")
+        i = j
+    return ",".join(out)
+
+
+# ---------------------------------------------------------------------------
+# Rules
+
+
+def matches(when: When, i: int, n: int) -> bool:
+    if when.every is not None and not (i >= when.offset and (i - when.offset) % when.every == 0):
+        return False
+    if when.position is not None and i != {"first": 0, "last": n - 1, "middle": n // 2}[when.position]:
+        return False
+    if when.range is not None and not (when.range[0] <= i < when.range[1]):
+        return False
+    if when.fraction is not None:
+        a, b = when.fraction
+        f = i / n
+        if not (a <= f < b or (b >= 1.0 and i == n - 1 and f >= a)):
+            return False
+    if when.layer_idx is not None and i not in when.layer_idx:
+        return False
+    return True
+
+
+def _check_rule_bounds(when: When, n: int, path: list[Any]) -> None:
+    if when.every is not None and when.offset >= n:
+        raise DesignError.at(path + ["offset"], f"{when.offset} is outside the stack of {n} layers (indices 0..{n - 1})")
+    if when.range is not None and when.range[1] > n:
+        raise DesignError.at(path + ["range"], f"{list(when.range)} reaches outside the stack of {n} layers (indices 0..{n - 1})")
+    if when.layer_idx is not None:
+        bad = [i for i in when.layer_idx if i >= n]
+        if bad:
+            raise DesignError.at(path + ["layer_idx"], f"{bad} outside the stack of {n} layers (indices 0..{n - 1})")
+
+
+# ---------------------------------------------------------------------------
+# Resolution
+
+
+@dataclass
+class _Slot:
+    """Mutable state of one unique layer while resolving; origins name where each value came from."""
+
+    kinds: dict[str, str]
+    origin: dict[str, list[Any]]
+    overrides: dict[str, dict[str, tuple[Any, list[Any]]]] = field(default_factory=lambda: {c: {} for c in CATEGORIES + ("cross",)})
+
+    def set_kind(self, cat: str, name: str, origin: list[Any]) -> None:
+        if self.kinds[cat] != name:
+            self.overrides[cat] = {}
+        self.kinds[cat] = name
+        self.origin[cat] = origin
+
+    def set_params(self, params: LayerParams, origin: list[Any]) -> None:
+        for cat in CATEGORIES + ("cross",):
+            for key, value in getattr(params, cat).items():
+                self.overrides[cat][key] = (value, origin + ["params", cat, key])
+
+
+def _resolve_stack(design: Design, name: str, stack: Stack, warnings: list[str]) -> StackPlan:
+    n = stack.n_layers
+    causal = design.is_causal(name)
+    has_cross = name == "decoder"
+    default_norm = stack.norm or design.norm
+    slots = [
+        _Slot({"attention": stack.attention, "mlp": stack.mlp, "norm": default_norm},
+              {"attention": [name, "attention"], "mlp": [name, "mlp"], "norm": [name, "norm"]})
+        for _ in range(n)
+    ]
+
+    if stack.pattern is not None:
+        pname = stack.pattern if isinstance(stack.pattern, str) else stack.pattern.name
+        pparams = {} if isinstance(stack.pattern, str) else dict(stack.pattern.params)
+        ppath = [name, "pattern"] + ([] if isinstance(stack.pattern, str) else ["name"])
+        if pname not in PATTERNS:
+            raise DesignError.at(ppath, f"unknown pattern {pname!r} (known: {', '.join(PATTERNS)})")
+        info = PATTERNS[pname]
+        for key in pparams:
+            if key not in info.params:
+                raise DesignError.at([name, "pattern", "params", key], f"unknown parameter for pattern {pname!r} (known: {', '.join(info.params) or 'none'})")
+        try:
+            assigned = info.fn(n, stack, pparams)
+        except DesignError as exc:
+            raise DesignError(format_path([name, "pattern"]) + "." + exc.path, exc.message) from None
+        origin = [name, "pattern"]
+        for slot, (att, mlp) in zip(slots, assigned):
+            slot.set_kind("attention", att, origin)
+            if mlp is not None:
+                slot.set_kind("mlp", mlp, origin)
+    elif stack.string is not None:
+        assigned = parse_string(stack.string, n, format_path([name, "string"]))
+        for slot, (att, mlp) in zip(slots, assigned):
+            slot.set_kind("attention", att, [name, "string"])
+            if mlp is not None:
+                slot.set_kind("mlp", mlp, [name, "string"])
+    elif stack.explicit is not None:
+        for i, (slot, entry) in enumerate(zip(slots, stack.explicit)):
+            origin = [name, "explicit", i]
+            for cat in CATEGORIES:
+                value = getattr(entry, cat)
+                if value is not None:
+                    slot.set_kind(cat, value, origin + [cat])
+            slot.set_params(entry.params, origin)
+
+    # Rules in order; remember which (layer, field) each rule set, for warnings.
+    last_setter: dict[tuple[int, str], int] = {}
+    rule_sets: list[set[tuple[int, str]]] = []
+    for r, rule in enumerate(stack.rules):
+        rpath = [name, "rules", r]
+        _check_rule_bounds(rule.when, n, rpath + ["when"])
+        hit = [i for i in range(n) if matches(rule.when, i, n)]
+        sets: set[tuple[int, str]] = set()
+        if not hit:
+            warnings.append(f"{format_path(rpath)} matches no layer")
+        for i in hit:
+            for cat in CATEGORIES:
+                value = getattr(rule, cat)
+                if value is not None:
+                    slots[i].set_kind(cat, value, rpath + [cat])
+                    sets.add((i, cat))
+            slots[i].set_params(rule.params, rpath)
+            for cat in CATEGORIES + ("cross",):
+                for key in getattr(rule.params, cat):
+                    sets.add((i, f"{cat}.{key}"))
+        for key in sets:
+            last_setter[key] = r
+        rule_sets.append(sets)
+    for r, sets in enumerate(rule_sets):
+        if sets and all(last_setter[k] != r for k in sets):
+            warnings.append(f"{format_path([name, 'rules', r])} is fully overridden by later rules")
+
+    # Finalise each unique layer: check kinds, causality and params.
+    stack_defaults = stack.params
+    for cat in ("cross",):
+        if getattr(stack_defaults, cat) and not has_cross:
+            raise DesignError.at([name, "params", cat], "cross-attention params only apply to the decoder of an encoder_decoder model")
+    unique: list[ResolvedLayer] = []
+    used_default_keys: dict[str, set[str]] = {c: set() for c in CATEGORIES + ("cross",)}
+    for i, slot in enumerate(slots):
+        infos: dict[str, KindInfo] = {}
+        for cat in CATEGORIES:
+            infos[cat] = kind(cat, slot.kinds[cat], slot.origin[cat])
+        att = infos["attention"]
+        if causal and not att.causal:
+            alt = " (use 'causal_linear')" if att.name == "linear" else ""
+            raise DesignError.at(slot.origin["attention"], f"{att.name!r} cannot run in a causal (decoder) stack{alt}; layer {i} of {name}")
+        if not causal and not att.bidirectional:
+            raise DesignError.at(slot.origin["attention"], f"{att.name!r} cannot run in a bidirectional (encoder) stack; layer {i} of {name}")
+        if design.positional == "alibi" and att.name == "self_flex":
+            pass  # flex takes alibi through its score mod either way
+        cats = CATEGORIES + (("cross",) if has_cross else ())
+        overrides: dict[str, dict[str, Any]] = {}
+        config: dict[str, dict[str, Any]] = {}
+        for cat in cats:
+            info = CROSS if cat == "cross" else infos[cat]
+            given: dict[str, Any] = {}
+            # stack-level defaults reach the layers whose kind takes the key
+            for key, value in getattr(stack_defaults, cat).items():
+                if key in info.params:
+                    given[key] = value
+                    used_default_keys[cat].add(key)
+            for key, (value, origin) in slot.overrides[cat].items():
+                if key not in info.params:
+                    known = ", ".join(sorted(info.params)) or "none"
+                    raise DesignError.at(origin, f"unknown parameter for {cat} kind {info.name!r} at layer {i} (known: {known})")
+                info.params[key].check(value, origin)
+                given[key] = value
+            # check stack defaults against this kind's schema too
+            config[cat] = info.resolve_params(given, [name, "params", cat])
+            if given:
+                overrides[cat] = given
+        _check_layer(design, infos, config, [name], i)
+        unique.append(ResolvedLayer(name, i, i, att.name, infos["mlp"].name, infos["norm"].name, causal, has_cross, overrides, config))
+    for cat in CATEGORIES + ("cross",):
+        for key in getattr(stack_defaults, cat):
+            if key not in used_default_keys[cat]:
+                raise DesignError.at([name, "params", cat, key], f"no layer's {cat} kind takes this parameter (kinds used: "
+                                     f"{', '.join(sorted({u.attention if cat == 'attention' else u.mlp if cat == 'mlp' else u.norm for u in unique})) if cat != 'cross' else 'cross'})")
+
+    mapping = _repeat_map(stack)
+    executed = tuple(
+        ResolvedLayer(name, j, u, unique[u].attention, unique[u].mlp, unique[u].norm, causal, has_cross, unique[u].params, unique[u].config)
+        for j, u in enumerate(mapping)
+    )
+    return StackPlan(name, causal, tuple(unique), executed)
+
+
+def _check_layer(design: Design, infos: dict[str, KindInfo], config: dict[str, dict[str, Any]], path: list[Any], i: int) -> None:
+    """Cross-field checks between a layer's params and the model."""
+    att = config["attention"]
+    if infos["attention"].name in ("spectral",) and design.max_seq_len > 65536:
+        raise DesignError.at(path, f"layer {i}: spectral mixing keeps a filter per position; max_seq_len must be <= 65536, got {design.max_seq_len}")
+    if infos["attention"].name == "frequency" and att["modes"] > design.max_seq_len // 2 + 1:
+        raise DesignError.at(path + ["params", "attention", "modes"], f"layer {i}: at most max_seq_len//2+1 = {design.max_seq_len // 2 + 1} modes exist, got {att['modes']}")
+    mlp = config["mlp"]
+    if infos["mlp"].name == "moe" and mlp["top_k"] > mlp["num_experts"]:
+        raise DesignError.at(path + ["params", "mlp", "top_k"], f"layer {i}: must be <= num_experts {mlp['num_experts']}, got {mlp['top_k']}")
+    if infos["attention"].name == "diff_attn" and design.n_heads % 2:
+        pass  # diff_attn splits each head's dimension, any head count works
+    if infos["attention"].name == "diff_attn" and design.attn_head_dim % 2:
+        raise DesignError.at(path, f"layer {i}: diff_attn splits each head in two and needs an even head_dim, got {design.attn_head_dim}")
+
+
+def _repeat_map(stack: Stack) -> list[int]:
+    r, n = stack.repeat, stack.n_layers
+    if r.mode == "cycle":
+        return [j % n for j in range(n * r.factor)]
+    if r.mode == "layerwise":
+        return [j // r.factor for j in range(n * r.factor)]
+    if r.mode == "grouped":
+        out: list[int] = []
+        start = 0
+        for size, factor in zip(r.groups or [], r.group_factors or []):
+            for _ in range(factor):
+                out.extend(range(start, start + size))
+            start += size
+        return out
+    return list(range(n))
+
+
+def resolve_plan(source: Design | dict | str) -> Plan:
+    """Design (or anything :func:`~backend.spec.load_design` takes) -> Plan."""
+    design = load_design(source)
+    warnings: list[str] = []
+    stacks = {name: _resolve_stack(design, name, stack, warnings) for name, stack in design.stacks().items()}
+    return Plan(design, stacks, tuple(warnings))
+
+
+__all__ = [
+    "Plan", "StackPlan", "ResolvedLayer", "resolve_plan", "parse_string", "to_string", "matches",
+    "PATTERNS", "register_pattern", "list_patterns", "LayerEntry", "Rule",
+]

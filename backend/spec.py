@@ -1,0 +1,434 @@
+"""The design: DESIGN.md section 3 as frozen, validated, serialisable data.
+
+Load with :func:`load_design` (YAML via ``safe_load``, JSON, a dict, or a path);
+every failure is a :class:`~backend.errors.DesignError` naming the field path
+and the bad value. No torch is imported here, so a bad file is rejected in
+milliseconds. The layer plan (``backend.plan``) is the only consumer of the
+stack fields; everything downstream reads the plan.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import DesignError, format_path, short_repr
+from .registry import ATTENTION, MLP, NORM, POSITIONAL, kind
+
+# Sane upper bounds: an absurd value is a clear error, never a hang or OOM.
+MAX_LAYERS = 1024  # unique layer definitions per stack
+MAX_EXECUTED = 4096  # executed depth per stack after repetition
+MAX_WIDTH = 65536
+MAX_HEADS = 1024
+MAX_VOCAB = 4_194_304
+MAX_SEQ = 1_048_576
+MAX_FACTOR = 1024
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+Architecture = Literal["encoder", "decoder", "encoder_decoder"]
+Task = Literal["lm", "mlm", "regression", "sequence", "classification", "cluster_centers", "cluster_assignments", "seq2seq"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+ParamsBlock = dict[str, Any]
+
+
+class LayerParams(_Frozen):
+    """Per-kind parameter overrides, checked against the registry by the plan."""
+
+    attention: ParamsBlock = Field(default_factory=dict, description="params of the attention kind")
+    mlp: ParamsBlock = Field(default_factory=dict, description="params of the MLP kind")
+    norm: ParamsBlock = Field(default_factory=dict, description="params of the norm kind")
+    cross: ParamsBlock = Field(default_factory=dict, description="params of the cross-attention (enc-dec decoder)")
+
+
+class When(_Frozen):
+    """Rule condition over 0-based unique-layer indices; all given keys must hold."""
+
+    every: Optional[int] = Field(None, ge=1, le=MAX_LAYERS, description="match i >= offset and (i - offset) % every == 0")
+    offset: int = Field(0, ge=0, le=MAX_LAYERS, description="start index for `every`")
+    position: Optional[Literal["first", "last", "middle"]] = Field(None, description="0, n-1 or n//2")
+    range: Optional[tuple[int, int]] = Field(None, description="[a, b): a <= i < b")
+    fraction: Optional[tuple[float, float]] = Field(None, description="[a, b): a <= i/n < b (b = 1.0 includes the last layer)")
+    layer_idx: Optional[list[int]] = Field(None, max_length=MAX_LAYERS, description="explicit indices")
+
+    @model_validator(mode="after")
+    def _check(self) -> "When":
+        if self.range is not None and not (0 <= self.range[0] < self.range[1]):
+            raise _err(["range"], f"must be [a, b] with 0 <= a < b, got {list(self.range)}")
+        if self.fraction is not None:
+            a, b = self.fraction
+            if not (0.0 <= a < b <= 1.0):
+                raise _err(["fraction"], f"must be [a, b] with 0 <= a < b <= 1, got {list(self.fraction)}")
+        if self.layer_idx is not None and any(i < 0 for i in self.layer_idx):
+            raise _err(["layer_idx"], f"indices must be >= 0, got {self.layer_idx}")
+        if "offset" in self.model_fields_set and self.every is None:
+            raise _err(["offset"], "only applies together with `every`")
+        return self
+
+
+class Rule(_Frozen):
+    when: When = Field(default_factory=When, description="condition; empty = every layer")
+    attention: Optional[str] = None
+    mlp: Optional[str] = None
+    norm: Optional[str] = None
+    params: LayerParams = Field(default_factory=LayerParams)
+
+
+class LayerEntry(_Frozen):
+    """One unique layer in an `explicit` list (missing fields take the stack defaults)."""
+
+    attention: Optional[str] = None
+    mlp: Optional[str] = None
+    norm: Optional[str] = None
+    params: LayerParams = Field(default_factory=LayerParams)
+
+
+class PatternRef(_Frozen):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Repeat(_Frozen):
+    """Weight sharing: n_layers unique definitions executed several times."""
+
+    mode: Literal["none", "cycle", "layerwise", "grouped"] = "none"
+    factor: int = Field(1, ge=1, le=MAX_FACTOR, description="cycle/layerwise: executions of each unique layer")
+    groups: Optional[list[int]] = Field(None, max_length=MAX_LAYERS, description="grouped: consecutive unique-layer group sizes (sum = n_layers)")
+    group_factors: Optional[list[int]] = Field(None, max_length=MAX_LAYERS, description="grouped: repetitions of each group")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Repeat":
+        if self.mode == "grouped":
+            if not self.groups:
+                raise _err(["groups"], "grouped repetition needs a non-empty list of group sizes")
+            if self.group_factors is None or len(self.group_factors) != len(self.groups):
+                raise _err(["group_factors"], f"needs one factor per group ({len(self.groups)}), got {self.group_factors}")
+            for i, g in enumerate(self.groups):
+                if not isinstance(g, int) or g < 1:
+                    raise _err(["groups", i], f"must be >= 1, got {g}")
+            for i, f in enumerate(self.group_factors):
+                if not isinstance(f, int) or not (1 <= f <= MAX_FACTOR):
+                    raise _err(["group_factors", i], f"must be in [1, {MAX_FACTOR}], got {f}")
+        else:
+            if self.groups is not None or self.group_factors is not None:
+                raise _err(["groups"], f"only applies with mode 'grouped', got mode {self.mode!r}")
+            if self.mode == "none" and self.factor != 1:
+                raise _err(["factor"], f"mode 'none' needs factor 1, got {self.factor}")
+        return self
+
+
+class Flow(_Frozen):
+    """Flow-speed residual scaling: x = x + s * f(norm(x))."""
+
+    mode: Literal["none", "constant", "learned", "predicted"] = "none"
+    per_layer: bool = Field(False, description="one speed per executed layer instead of one global")
+    value: float = Field(1.0, ge=-100.0, le=100.0, description="constant speed, or the initial value when learned")
+    hidden: int = Field(32, ge=1, le=4096, description="hidden width of the predictor MLP (predicted mode)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Flow":
+        if not math.isfinite(self.value):
+            raise _err(["value"], f"must be finite, got {self.value}")
+        return self
+
+
+class Stack(_Frozen):
+    """A stack of layers (the `layers`, `encoder` or `decoder` block)."""
+
+    n_layers: int = Field(ge=1, le=MAX_LAYERS, description="unique layer definitions (executed depth follows `repeat`)")
+    attention: str = Field("self_sdpa", description="default attention kind of every layer")
+    mlp: str = Field("swiglu", description="default MLP kind of every layer")
+    norm: Optional[str] = Field(None, description="default norm kind (null = the model's `norm`)")
+    params: LayerParams = Field(default_factory=LayerParams, description="default params of every layer")
+    pattern: Optional[Union[str, PatternRef]] = None
+    string: Optional[str] = Field(None, max_length=20000)
+    rules: list[Rule] = Field(default_factory=list, max_length=1000)
+    explicit: Optional[list[LayerEntry]] = Field(None, max_length=MAX_LAYERS)
+    repeat: Repeat = Field(default_factory=Repeat)
+    flow: Flow = Field(default_factory=Flow)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Stack":
+        kind("attention", self.attention, ["attention"])
+        kind("mlp", self.mlp, ["mlp"])
+        if self.norm is not None:
+            kind("norm", self.norm, ["norm"])
+        given = [k for k in ("pattern", "string", "explicit") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise _err([given[1]], f"is mutually exclusive with `{given[0]}`; use one of pattern, string, explicit")
+        if self.explicit is not None and len(self.explicit) != self.n_layers:
+            raise _err(["explicit"], f"has {len(self.explicit)} entries but n_layers is {self.n_layers}")
+        if self.repeat.mode == "grouped" and sum(self.repeat.groups or []) != self.n_layers:
+            raise _err(["repeat", "groups"], f"sizes sum to {sum(self.repeat.groups or [])} but n_layers is {self.n_layers}")
+        if self.executed_depth > MAX_EXECUTED:
+            raise _err(["repeat"], f"executed depth {self.executed_depth} exceeds the limit {MAX_EXECUTED}")
+        return self
+
+    @property
+    def executed_depth(self) -> int:
+        r = self.repeat
+        if r.mode == "grouped":
+            return sum(g * f for g, f in zip(r.groups or [], r.group_factors or []))
+        return self.n_layers * (r.factor if r.mode in ("cycle", "layerwise") else 1)
+
+
+class Design(_Frozen):
+    """A whole model design (DESIGN.md section 3). Unknown keys are errors."""
+
+    name: str = Field("untitled", min_length=1, max_length=200)
+    description: str = Field("", max_length=20000)
+    architecture: Architecture = "decoder"
+    task: Task = "lm"
+    vocab_size: Optional[int] = Field(32000, ge=2, le=MAX_VOCAB, description="token inputs; null with input_dim for features")
+    input_dim: Optional[int] = Field(None, ge=1, le=MAX_WIDTH, description="continuous inputs of this width")
+    output_dim: Optional[int] = Field(None, ge=1, le=MAX_VOCAB, description="regression/classification/sequence outputs; clusters for cluster tasks")
+    hidden_size: int = Field(512, ge=1, le=MAX_WIDTH)
+    n_heads: int = Field(8, ge=1, le=MAX_HEADS)
+    n_kv_heads: Optional[int] = Field(None, ge=1, le=MAX_HEADS, description="null = n_heads (MHA); 1 = MQA; else GQA")
+    head_dim: Optional[int] = Field(None, ge=1, le=4096, description="null = hidden_size // n_heads")
+    mlp_hidden: Optional[int] = Field(None, ge=1, le=1 << 20, description="explicit FFN width")
+    expansion_ratio: float = Field(4.0, gt=0, le=64)
+    activation: Literal["gelu", "relu", "silu", "mish"] = "gelu"
+    max_seq_len: int = Field(2048, ge=1, le=MAX_SEQ)
+    positional: Literal["rope", "sinusoidal", "learned", "alibi", "none"] = "rope"
+    rope_theta: float = Field(10000.0, gt=0, le=1e9)
+    norm: Literal["layer", "rms", "scale", "rezero", "adaptive"] = "rms"
+    norm_placement: Literal["pre", "post", "pre_post"] = "pre"
+    norm_eps: float = Field(1e-5, gt=0, lt=1)
+    bias: bool = False
+    qkv_bias: bool = False
+    tie_embeddings: bool = True
+    final_norm: bool = True
+    dropout: float = Field(0.0, ge=0, lt=1)
+    init_std: float = Field(0.02, gt=0, le=10, description="std of the normal weight init (output projections scaled by 1/sqrt(2*depth))")
+    gradient_checkpointing: bool = False
+    layers: Optional[Stack] = None
+    encoder: Optional[Stack] = None
+    decoder: Optional[Stack] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Design":
+        arch = self.architecture
+        if arch == "encoder_decoder":
+            if self.encoder is None or self.decoder is None:
+                missing = "encoder" if self.encoder is None else "decoder"
+                raise _err([missing], "is required for architecture 'encoder_decoder'")
+            if self.layers is not None:
+                raise _err(["layers"], "is not used by 'encoder_decoder'; put the stacks under `encoder` and `decoder`")
+        else:
+            if self.layers is None:
+                raise _err(["layers"], f"is required for architecture {arch!r}")
+            for k in ("encoder", "decoder"):
+                if getattr(self, k) is not None:
+                    raise _err([k], f"only applies to 'encoder_decoder'; got architecture {arch!r} (use `layers`)")
+        allowed = {
+            "decoder": {"lm", "regression", "sequence", "classification", "cluster_centers", "cluster_assignments"},
+            "encoder": {"mlm", "regression", "sequence", "classification", "cluster_centers", "cluster_assignments"},
+            "encoder_decoder": {"seq2seq", "regression", "sequence", "classification"},
+        }[arch]
+        if self.task not in allowed:
+            raise _err(["task"], f"{self.task!r} does not fit architecture {arch!r} (allowed: {', '.join(sorted(allowed))})")
+        if (self.vocab_size is None) == (self.input_dim is None):
+            raise _err(["vocab_size"], f"set exactly one of vocab_size (tokens) or input_dim (features); got vocab_size={self.vocab_size}, input_dim={self.input_dim}")
+        if self.task in ("lm", "mlm", "seq2seq") and self.vocab_size is None:
+            raise _err(["vocab_size"], f"task {self.task!r} predicts tokens and needs vocab_size, got null")
+        if self.task in ("regression", "sequence", "classification", "cluster_centers", "cluster_assignments") and self.output_dim is None:
+            raise _err(["output_dim"], f"task {self.task!r} needs output_dim, got null")
+        if self.task == "cluster_centers" and self.input_dim is None:
+            raise _err(["input_dim"], "task 'cluster_centers' predicts centers in input space and needs input_dim, got null")
+        if self.tie_embeddings and self.task not in ("lm", "mlm", "seq2seq"):
+            raise _err(["tie_embeddings"], f"only applies to token-predicting tasks (lm, mlm, seq2seq); got task {self.task!r} (set it to false)")
+        if self.head_dim is None and self.hidden_size % self.n_heads != 0:
+            raise _err(["n_heads"], f"must divide hidden_size {self.hidden_size} (or set head_dim), got {self.n_heads}")
+        if self.n_heads % self.kv_heads != 0:
+            raise _err(["n_kv_heads"], f"must divide n_heads {self.n_heads}, got {self.n_kv_heads}")
+        if self.kv_heads > self.n_heads:
+            raise _err(["n_kv_heads"], f"must be <= n_heads {self.n_heads}, got {self.n_kv_heads}")
+        if self.positional == "rope" and self.attn_head_dim % 2:
+            raise _err(["head_dim"], f"rope needs an even head_dim, got {self.attn_head_dim}")
+        if self.n_heads * self.attn_head_dim > 4 * MAX_WIDTH:
+            raise _err(["head_dim"], f"n_heads * head_dim = {self.n_heads * self.attn_head_dim} exceeds {4 * MAX_WIDTH}")
+        if self.ffn_hidden > 1 << 20:
+            raise _err(["expansion_ratio"], f"FFN width {self.ffn_hidden} exceeds {1 << 20}")
+        return self
+
+    # ---- derived values (properties, so nothing is lost when written out) ----
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def attn_head_dim(self) -> int:
+        return self.head_dim or self.hidden_size // self.n_heads
+
+    @property
+    def ffn_hidden(self) -> int:
+        return self.mlp_hidden or max(1, int(round(self.expansion_ratio * self.hidden_size)))
+
+    def stacks(self) -> dict[str, Stack]:
+        """Stacks in execution order, keyed by their field name."""
+        if self.architecture == "encoder_decoder":
+            return {"encoder": self.encoder, "decoder": self.decoder}  # type: ignore[dict-item]
+        return {"layers": self.layers}  # type: ignore[dict-item]
+
+    def is_causal(self, stack: str) -> bool:
+        return stack == "decoder" or (stack == "layers" and self.architecture == "decoder")
+
+    def to_dict(self, *, exclude_defaults: bool = False) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_defaults=exclude_defaults)
+
+    def to_json(self, *, exclude_defaults: bool = False) -> str:
+        return json.dumps(self.to_dict(exclude_defaults=exclude_defaults), indent=2, sort_keys=False) + "\n"
+
+    def to_yaml(self, *, exclude_defaults: bool = False) -> str:
+        return yaml.safe_dump(self.to_dict(exclude_defaults=exclude_defaults), sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)
+
+
+# ---------------------------------------------------------------------------
+# Errors: pydantic's messages rewritten into "path: what is wrong, got value".
+
+
+class _Located(ValueError):
+    """Raised inside validators: a path relative to the model being validated."""
+
+    def __init__(self, parts: list[Any], message: str):
+        self.parts = parts
+        self.message = message
+        super().__init__(message)
+
+
+def _err(parts: list[Any], message: str) -> _Located:
+    return _Located(parts, message)
+
+
+_MESSAGES = {
+    "greater_than_equal": lambda c, v: f"must be >= {c.get('ge')}, got {short_repr(v)}",
+    "greater_than": lambda c, v: f"must be > {c.get('gt')}, got {short_repr(v)}",
+    "less_than_equal": lambda c, v: f"must be <= {c.get('le')}, got {short_repr(v)}",
+    "less_than": lambda c, v: f"must be < {c.get('lt')}, got {short_repr(v)}",
+    "extra_forbidden": lambda c, v: "unknown key (check the spelling; see `python -m backend schema`)",
+    "missing": lambda c, v: "is required",
+    "literal_error": lambda c, v: f"must be one of {c.get('expected')}; got {short_repr(v)}",
+    "string_too_short": lambda c, v: f"must have at least {c.get('min_length')} character(s), got {short_repr(v)}",
+    "string_too_long": lambda c, v: f"must have at most {c.get('max_length')} characters, got {len(v) if isinstance(v, str) else '?'}",
+    "too_long": lambda c, v: f"must have at most {c.get('max_length')} items, got {c.get('actual_length')}",
+    "too_short": lambda c, v: f"must have at least {c.get('min_length')} items, got {c.get('actual_length')}",
+}
+
+
+def _pydantic_to_design_error(exc: ValidationError) -> DesignError:
+    errors = exc.errors(include_url=False)
+    # Prefer our own located errors and the most specific location.
+    err = errors[0]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "PatternRef", "function-after")))]
+    ctx = err.get("ctx") or {}
+    original = ctx.get("error")
+    if isinstance(original, DesignError):
+        prefix = format_path(loc)
+        path = original.path if original.path.startswith(prefix) or prefix == "<design>" else f"{prefix}.{original.path}"
+        return DesignError(path, original.message)
+    if isinstance(original, _Located):
+        return DesignError(format_path(loc + original.parts), original.message)
+    make = _MESSAGES.get(err["type"])
+    value = err.get("input")
+    if make:
+        message = make(ctx, value)
+    else:
+        message = f"{err['msg'][0].lower()}{err['msg'][1:]}, got {short_repr(value)}"
+    return DesignError(format_path(loc), message)
+
+
+def design_from_dict(data: Any) -> Design:
+    if not isinstance(data, dict):
+        raise DesignError("<design>", f"must be a mapping of design fields, got {type(data).__name__}")
+    for key in data:
+        if not isinstance(key, str):
+            raise DesignError("<design>", f"keys must be strings, got {short_repr(key)}")
+    try:
+        return Design.model_validate(data)
+    except ValidationError as exc:
+        raise _pydantic_to_design_error(exc) from None
+    except RecursionError:
+        raise DesignError("<design>", "is nested too deeply") from None
+
+
+def parse_design_text(text: str | bytes, fmt: str | None = None, source: str = "<text>") -> Design:
+    """Parse YAML or JSON text. ``fmt`` is 'yaml', 'json' or None (sniffed)."""
+    if isinstance(text, bytes):
+        if len(text) > MAX_FILE_BYTES:
+            raise DesignError(source, f"is {len(text)} bytes; designs are limited to {MAX_FILE_BYTES}")
+        if b"\x00" in text:
+            raise DesignError(source, "is a binary file, not YAML or JSON")
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DesignError(source, f"is not UTF-8 text (byte {exc.start})") from None
+    if len(text) > MAX_FILE_BYTES:
+        raise DesignError(source, f"is {len(text)} characters; designs are limited to {MAX_FILE_BYTES}")
+    if "\x00" in text:
+        raise DesignError(source, "is a binary file, not YAML or JSON")
+    if not text.strip():
+        raise DesignError(source, "is empty; a design needs at least `layers: {n_layers: N}`")
+    if fmt is None:
+        fmt = "json" if text.lstrip()[:1] in "{[" else "yaml"
+    try:
+        if fmt == "json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise DesignError(source, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if "python/" in str(exc) or "!!python" in text:
+            problem = "Python object tags are not allowed (the file is loaded with safe_load)"
+        raise DesignError(source, f"invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise DesignError(source, "is nested too deeply") from None
+    return design_from_dict(data)
+
+
+def load_design(source: Union[str, Path, dict, Design]) -> Design:
+    """A Design from a Design, a dict, a file path, a preset name, or YAML/JSON text."""
+    if isinstance(source, Design):
+        return source
+    if isinstance(source, dict):
+        return design_from_dict(source)
+    text_like = isinstance(source, str) and ("\n" in source or source.lstrip()[:1] in "{[")
+    if not text_like:
+        path = Path(source)
+        if path.is_file():
+            fmt = "json" if path.suffix.lower() == ".json" else "yaml" if path.suffix.lower() in (".yaml", ".yml") else None
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise DesignError(str(path), f"is {size} bytes; designs are limited to {MAX_FILE_BYTES}")
+            return parse_design_text(path.read_bytes(), fmt, source=str(path))
+        from .presets import find_preset
+
+        preset = find_preset(str(source))
+        if preset is not None:
+            return parse_design_text(preset.read_bytes(), "yaml", source=str(preset))
+        if path.suffix.lower() in (".yaml", ".yml", ".json") or "/" in str(source):
+            raise DesignError(str(source), "no such file")
+        raise DesignError(str(source), "is neither a design file nor a preset name (see `python -m backend presets`)")
+    return parse_design_text(source)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Design.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Transformer design"
+    return schema
+
+
+KIND_NAMES = {"attention": tuple(ATTENTION), "mlp": tuple(MLP), "norm": tuple(NORM), "positional": tuple(POSITIONAL)}
