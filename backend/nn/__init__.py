@@ -1,0 +1,1 @@
+"""Runtime modules (torch + stdlib only; see common.py for the contract)."""

@@ -1,0 +1,209 @@
+"""Shared runtime pieces of every layer module: context, registries, caches, rope, alibi.
+
+Contract for every file in ``backend/nn/`` (the standalone exporter inlines
+these files into one script, so it depends on it):
+
+* import only ``torch``, the standard library and sibling modules, the latter
+  only as ``from .common import A, B`` / ``from .mlp import C`` (one line each,
+  no aliases); no pydantic, no ``backend.*`` absolute imports;
+* register each class with ``@register(category, name)`` so the model finds it
+  by the kind name the plan carries;
+* take the layer's :class:`LayerContext` in ``__init__`` (``Attention(ctx)``),
+  never kwargs routed by prefix.
+
+Module interfaces (``B`` batch, ``S`` sequence, ``D`` hidden):
+
+* self-attention / token mixer::
+
+      forward(x: (B, S, D), *, start_pos: int = 0, cache=None,
+              padding_mask: (B, S) bool or None = None) -> (B, S, D)
+      new_cache(batch: int, max_len: int, *, window: int = 0) -> cache   # cacheable kinds only
+
+  ``start_pos`` is the absolute position of ``x[:, 0]``; with a cache the call
+  appends to it in place and attends over everything cached. ``padding_mask``
+  is True where a token is real.
+* cross-attention: ``forward(x, memory, *, cache=None, memory_mask=None)``.
+* MLP: ``forward(x) -> y``; a MoE also sets ``self.aux_loss`` (0-dim tensor).
+* norm: ``forward(x) -> y``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+REGISTRY: dict[str, dict[str, type]] = {"attention": {}, "mlp": {}, "norm": {}, "positional": {}, "cross": {}}
+
+
+def register(category: str, *names: str):
+    """Class decorator: ``@register("attention", "self_sdpa")``."""
+
+    def deco(cls: type) -> type:
+        for name in names:
+            REGISTRY[category][name] = cls
+        return cls
+
+    return deco
+
+
+@dataclass(frozen=True)
+class LayerContext:
+    """Everything a layer module needs: model-level settings plus its own params.
+
+    ``params`` are this kind's parameters with registry defaults filled in
+    (``backend.registry``); ``layer_index`` is the unique-layer index within its
+    stack (shared executions reuse the module), ``n_layers`` that stack's unique
+    count and ``depth`` its executed depth.
+    """
+
+    hidden_size: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    ffn_hidden: int
+    activation: str = "gelu"
+    max_seq_len: int = 2048
+    positional: str = "rope"
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    bias: bool = False
+    qkv_bias: bool = False
+    dropout: float = 0.0
+    causal: bool = True
+    layer_index: int = 0
+    n_layers: int = 1
+    depth: int = 1
+    init_std: float = 0.02
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def with_params(self, params: dict[str, Any]) -> "LayerContext":
+        return LayerContext(**{**self.__dict__, "params": dict(params)})
+
+
+# ---------------------------------------------------------------------------
+# Caches for incremental decoding. One cache object per *executed* layer:
+# weight-shared layers run the same module at several depths, each with its own cache.
+
+
+class KVCache:
+    """Keys/values of past tokens, (B, H_kv, T, Dh). ``window > 0`` keeps only the last ``window``."""
+
+    def __init__(self, window: int = 0):
+        self.window = window
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.start: int = 0  # absolute position of k[:, :, 0]
+        self.length: int = 0  # tokens seen so far (absolute position of the next token)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add new keys/values; return everything the new queries may attend to.
+
+        The returned tensors start at absolute position ``self.start`` (before
+        trimming), so callers can build position-aware masks.
+        """
+        if self.k is None:
+            self.k, self.v = k, v
+        else:
+            self.k = torch.cat([self.k, k], dim=2)
+            self.v = torch.cat([self.v, v], dim=2)
+        self.length += k.shape[2]
+        full_k, full_v, full_start = self.k, self.v, self.start
+        if self.window and self.k.shape[2] > self.window:
+            drop = self.k.shape[2] - self.window
+            self.k = self.k[:, :, drop:]
+            self.v = self.v[:, :, drop:]
+            self.start += drop
+        self.returned_start = full_start
+        return full_k, full_v
+
+
+class StateCache:
+    """Free-form recurrent state (e.g. Performer prefix sums): a dict of tensors plus a length."""
+
+    def __init__(self):
+        self.state: dict[str, torch.Tensor] = {}
+        self.length: int = 0
+
+
+# ---------------------------------------------------------------------------
+# Positions
+
+
+def rope_cos_sin(positions: torch.Tensor, dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables (S, dim) for rotary embeddings (Su et al. 2021, arXiv 2104.09864)."""
+    inv = 1.0 / (theta ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float64) / dim))
+    ang = positions.to(torch.float64)[:, None] * inv[None, :]  # (S, dim/2)
+    ang = torch.cat([ang, ang], dim=-1)
+    return ang.cos().to(dtype), ang.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, S, Dh) by the half-split convention (GPT-NeoX / Llama)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """Per-head ALiBi slopes (Press et al. 2021, arXiv 2108.12409), also for non-powers of two."""
+
+    def power_of_two(n: int) -> list[float]:
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
+    if math.log2(n_heads).is_integer():
+        slopes = power_of_two(n_heads)
+    else:
+        closest = 2 ** math.floor(math.log2(n_heads))
+        slopes = power_of_two(closest) + power_of_two(2 * closest)[0::2][: n_heads - closest]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+def alibi_bias(n_heads: int, q_pos: torch.Tensor, k_pos: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(H, Sq, Sk) additive bias: -slope * |i - j| (symmetric, so it also serves encoders)."""
+    slopes = alibi_slopes(n_heads).to(device=q_pos.device, dtype=torch.float32)
+    dist = (q_pos[:, None] - k_pos[None, :]).abs().to(torch.float32)
+    return (-slopes[:, None, None] * dist[None]).to(dtype)
+
+
+def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, *, causal: bool, window: int = 0,
+                   padding_mask: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Boolean mask (B or 1, 1, Sq, Sk), True = may attend; None when nothing is masked."""
+    mask = None
+    if causal:
+        mask = k_pos[None, :] <= q_pos[:, None]
+    if window:
+        w = (q_pos[:, None] - k_pos[None, :]) < window
+        if not causal:
+            w = w & ((k_pos[None, :] - q_pos[:, None]) < window)
+        mask = w if mask is None else mask & w
+    if mask is not None:
+        mask = mask[None, None]
+    if padding_mask is not None:
+        pm = padding_mask[:, None, None, :].to(torch.bool)
+        mask = pm if mask is None else mask & pm
+    return mask
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(B, H_kv, S, Dh) -> (B, H_kv * n_rep, S, Dh) for GQA/MQA."""
+    if n_rep == 1:
+        return x
+    b, h, s, d = x.shape
+    return x[:, :, None].expand(b, h, n_rep, s, d).reshape(b, h * n_rep, s, d)
+
+
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "silu": F.silu,
+    "mish": F.mish,
+}
+
+
+def linear(d_in: int, d_out: int, bias: bool) -> nn.Linear:
+    return nn.Linear(d_in, d_out, bias=bias)
