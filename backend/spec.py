@@ -34,7 +34,9 @@ Task = Literal["lm", "mlm", "regression", "sequence", "classification", "cluster
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # strict: a quoted number or `yes` is a wrong type, not silently coerced;
+    # allow_inf_nan=False: nan/inf are rejected with the field named.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, strict=True, allow_inf_nan=False)
 
 
 ParamsBlock = dict[str, Any]
@@ -55,8 +57,10 @@ class When(_Frozen):
     every: Optional[int] = Field(None, ge=1, le=MAX_LAYERS, description="match i >= offset and (i - offset) % every == 0")
     offset: int = Field(0, ge=0, le=MAX_LAYERS, description="start index for `every`")
     position: Optional[Literal["first", "last", "middle"]] = Field(None, description="0, n-1 or n//2")
-    range: Optional[tuple[int, int]] = Field(None, description="[a, b): a <= i < b")
-    fraction: Optional[tuple[float, float]] = Field(None, description="[a, b): a <= i/n < b (b = 1.0 includes the last layer)")
+    # strict=False on the pair only, so a YAML/JSON list is accepted for the tuple
+    # (its items stay strict).
+    range: Optional[tuple[int, int]] = Field(None, strict=False, description="[a, b): a <= i < b")
+    fraction: Optional[tuple[float, float]] = Field(None, strict=False, description="[a, b): a <= i/n < b (b = 1.0 includes the last layer)")
     layer_idx: Optional[list[int]] = Field(None, max_length=MAX_LAYERS, description="explicit indices")
 
     @model_validator(mode="after")
@@ -321,14 +325,33 @@ _MESSAGES = {
     "string_too_long": lambda c, v: f"must have at most {c.get('max_length')} characters, got {len(v) if isinstance(v, str) else '?'}",
     "too_long": lambda c, v: f"must have at most {c.get('max_length')} items, got {c.get('actual_length')}",
     "too_short": lambda c, v: f"must have at least {c.get('min_length')} items, got {c.get('actual_length')}",
+    "int_type": lambda c, v: f"must be an integer, got {short_repr(v)}",
+    "float_type": lambda c, v: f"must be a number, got {short_repr(v)}",
+    "bool_type": lambda c, v: f"must be true or false, got {short_repr(v)}",
+    "string_type": lambda c, v: f"must be a string, got {short_repr(v)}",
+    "finite_number": lambda c, v: f"must be a finite number, got {short_repr(v)}",
+    "dict_type": lambda c, v: f"must be a mapping, got {short_repr(v)}",
+    "model_type": lambda c, v: f"must be a mapping, got {short_repr(v)}",
+    "list_type": lambda c, v: f"must be a list, got {short_repr(v)}",
+    "tuple_type": lambda c, v: f"must be a list of two values, got {short_repr(v)}",
 }
+
+_UNION_TAGS = ("str", "PatternRef", "function-after")
+
+
+def _pick_error(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The most useful of pydantic's errors: for ``pattern`` (a name or a
+    mapping), the mapping's own error beats "should be a string"."""
+    for err in errors:
+        if "PatternRef" in err["loc"] and err["type"] != "model_type":
+            return err
+    return errors[0]
 
 
 def _pydantic_to_design_error(exc: ValidationError) -> DesignError:
     errors = exc.errors(include_url=False)
-    # Prefer our own located errors and the most specific location.
-    err = errors[0]
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "PatternRef", "function-after")))]
+    err = _pick_error(errors)
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS))]
     ctx = err.get("ctx") or {}
     original = ctx.get("error")
     if isinstance(original, DesignError):
@@ -339,6 +362,8 @@ def _pydantic_to_design_error(exc: ValidationError) -> DesignError:
         return DesignError(format_path(loc + original.parts), original.message)
     make = _MESSAGES.get(err["type"])
     value = err.get("input")
+    if loc and loc[-1] == "pattern" and err["type"] in ("string_type", "model_type"):
+        return DesignError(format_path(loc), f"must be a pattern name or a mapping {{name, params}}, got {short_repr(value)}")
     if make:
         message = make(ctx, value)
     else:
