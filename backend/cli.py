@@ -103,7 +103,8 @@ def _plan(args: argparse.Namespace) -> int:
     print(f"{d.name}: {d.architecture}, task {d.task}, hidden {d.hidden_size}, heads {d.n_heads}/{d.kv_heads} kv")
     for name, st in plan.stacks.items():
         r = d.stacks()[name].repeat
-        print(f"\n[{name}] {st.n_unique} unique -> {st.depth} executed ({r.mode}{'' if r.mode == 'none' else ''}){' causal' if st.causal else ''}")
+        sharing = {"none": "no sharing", "grouped": f"grouped {r.groups} x {r.group_factors}"}.get(r.mode, f"{r.mode} x{r.factor}")
+        print(f"\n[{name}] {st.n_unique} unique -> {st.depth} executed ({sharing}){' causal' if st.causal else ''}")
         print(f"{'exec':>5} {'uniq':>5}  {'attention':<14} {'mlp':<8} {'norm':<9} params")
         for layer in st.executed:
             extra = json.dumps(layer.params, sort_keys=True) if layer.params else ""

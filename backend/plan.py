@@ -96,7 +96,9 @@ class Plan:
 # Named patterns. A pattern maps (n, stack defaults, params) to per-layer
 # (attention, mlp-or-None) pairs. Custom patterns can be registered at runtime.
 
-PatternFn = Callable[[int, Stack, dict[str, Any]], list[tuple[str, str | None]]]
+# Each item is (attention, mlp-or-None) or (attention, mlp-or-None, params)
+# where params is a LayerParams-shaped dict ({"attention": {...}, "mlp": {...}}).
+PatternFn = Callable[..., list[tuple]]
 
 
 @dataclass(frozen=True)
@@ -105,17 +107,23 @@ class PatternInfo:
     description: str
     params: dict[str, str]  # name -> help (with the default)
     fn: PatternFn
+    causal_aware: bool = False  # fn takes a keyword `causal` (is the stack causal?)
+    builtin: bool = False
 
 
 PATTERNS: dict[str, PatternInfo] = {}
 
 
-def register_pattern(name: str, description: str, params: dict[str, str], fn: PatternFn, *, replace: bool = False) -> None:
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+def register_pattern(name: str, description: str, params: dict[str, str], fn: PatternFn, *, replace: bool = False,
+                     causal_aware: bool = False) -> None:
+    """Add a named pattern. ``fn(n, stack, params[, causal=...])`` returns ``n`` items
+    (see ``PatternFn``). Custom patterns live in this process only; a design that
+    names one loads elsewhere only after the same registration. Built-ins can't be replaced."""
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise DesignError("pattern.name", f"must be lower snake case, got {short_repr(name)}")
-    if name in PATTERNS and not replace:
+    if name in PATTERNS and (PATTERNS[name].builtin or not replace):
         raise DesignError("pattern.name", f"{name!r} is already registered")
-    PATTERNS[name] = PatternInfo(name, description, params, fn)
+    PATTERNS[name] = PatternInfo(name, description, params, fn, causal_aware)
 
 
 def _kinds_list(params: dict[str, Any], key: str, default: list[str]) -> list[str]:
@@ -197,6 +205,8 @@ register_pattern("pyramid", "Contiguous depth bands, one kind each, bottom to to
 register_pattern("sparse_special", "Mostly `base`; every `every`-th layer (from `offset`) is `special`.",
                  {"special": "the sparse kind (default self_sdpa)", "base": "the common kind (default: the stack's attention)",
                   "every": "period (default 4)", "offset": "first special layer (default every-1)"}, _sparse_special)
+for _info in list(PATTERNS.values()):
+    PATTERNS[_info.name] = PatternInfo(_info.name, _info.description, _info.params, _info.fn, builtin=True)
 
 
 def list_patterns() -> dict[str, str]:
@@ -340,14 +350,19 @@ def _resolve_stack(design: Design, name: str, stack: Stack, warnings: list[str])
             if key not in info.params:
                 raise DesignError.at([name, "pattern", "params", key], f"unknown parameter for pattern {pname!r} (known: {', '.join(info.params) or 'none'})")
         try:
-            assigned = info.fn(n, stack, pparams)
+            assigned = info.fn(n, stack, pparams, causal=causal) if info.causal_aware else info.fn(n, stack, pparams)
         except DesignError as exc:
             raise DesignError(format_path([name, "pattern"]) + "." + exc.path, exc.message) from None
+        if len(assigned) != n:
+            raise DesignError.at(ppath, f"pattern {pname!r} produced {len(assigned)} layers for n_layers {n}")
         origin = [name, "pattern"]
-        for slot, (att, mlp) in zip(slots, assigned):
+        for slot, item in zip(slots, assigned):
+            att, mlp = item[0], item[1]
             slot.set_kind("attention", att, origin)
             if mlp is not None:
                 slot.set_kind("mlp", mlp, origin)
+            if len(item) > 2 and item[2]:
+                slot.set_params(LayerParams(**item[2]), origin)
     elif stack.string is not None:
         assigned = parse_string(stack.string, n, format_path([name, "string"]))
         for slot, (att, mlp) in zip(slots, assigned):

@@ -2,7 +2,10 @@
 
 Load with :func:`load_design` (YAML via ``safe_load``, JSON, a dict, or a path);
 every failure is a :class:`~backend.errors.DesignError` naming the field path
-and the bad value. No torch is imported here, so a bad file is rejected in
+and the bad value. Types are strict (``"512"``, ``12.0`` or ``true`` for an
+integer and ``"yes"`` for a boolean are errors, not silently coerced; an integer
+is accepted for a float), nan/inf are rejected, and YAML reads ``1e-5`` as a
+float as YAML 1.2 does. No torch is imported here, so a bad file is rejected in
 milliseconds. The layer plan (``backend.plan``) is the only consumer of the
 stack fields; everything downstream reads the plan.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -73,7 +77,9 @@ class When(_Frozen):
                 raise _err(["fraction"], f"must be [a, b] with 0 <= a < b <= 1, got {list(self.fraction)}")
         if self.layer_idx is not None and any(i < 0 for i in self.layer_idx):
             raise _err(["layer_idx"], f"indices must be >= 0, got {self.layer_idx}")
-        if "offset" in self.model_fields_set and self.every is None:
+        # offset 0 is the default and is written out by to_dict(), so only a
+        # non-zero offset without `every` is an error (round trips must load).
+        if self.offset != 0 and self.every is None:
             raise _err(["offset"], "only applies together with `every`")
         return self
 
@@ -290,10 +296,16 @@ class Design(_Frozen):
         return self.model_dump(mode="json", exclude_defaults=exclude_defaults)
 
     def to_json(self, *, exclude_defaults: bool = False) -> str:
-        return json.dumps(self.to_dict(exclude_defaults=exclude_defaults), indent=2, sort_keys=False) + "\n"
+        return json.dumps(self.to_dict(exclude_defaults=exclude_defaults), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
 
     def to_yaml(self, *, exclude_defaults: bool = False) -> str:
-        return yaml.safe_dump(self.to_dict(exclude_defaults=exclude_defaults), sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)
+        data = self.to_dict(exclude_defaults=exclude_defaults)
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True, width=100)
+        if any(c in text for c in "\x85\u2028\u2029\ufeff"):
+            # PyYAML writes these raw with allow_unicode, and reads them back as line
+            # breaks / a BOM; escaping keeps the round trip exact.
+            text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=False, width=100)
+        return text
 
 
 # ---------------------------------------------------------------------------
@@ -341,11 +353,28 @@ _UNION_TAGS = ("str", "PatternRef", "function-after")
 
 def _pick_error(errors: list[dict[str, Any]]) -> dict[str, Any]:
     """The most useful of pydantic's errors: for ``pattern`` (a name or a
-    mapping), the mapping's own error beats "should be a string"."""
+    mapping), the mapping's own error beats "should be a string"; an unknown
+    key beats "is required" (``n_layer: 4`` is a typo of ``n_layers``)."""
     for err in errors:
         if "PatternRef" in err["loc"] and err["type"] != "model_type":
             return err
+    if errors[0]["type"] == "missing":
+        for err in errors:
+            if err["type"] == "extra_forbidden":
+                return err
     return errors[0]
+
+
+def _known_keys() -> set[str]:
+    return {name for model in (Design, Stack, Rule, When, LayerEntry, PatternRef, Repeat, Flow, LayerParams) for name in model.model_fields}
+
+
+def _unknown_key_message(key: Any) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(key), sorted(_known_keys()), n=1, cutoff=0.75)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key ({hint}check the spelling; see `python -m backend schema`)"
 
 
 def _pydantic_to_design_error(exc: ValidationError) -> DesignError:
@@ -362,6 +391,8 @@ def _pydantic_to_design_error(exc: ValidationError) -> DesignError:
         return DesignError(format_path(loc + original.parts), original.message)
     make = _MESSAGES.get(err["type"])
     value = err.get("input")
+    if err["type"] == "extra_forbidden" and loc:
+        return DesignError(format_path(loc), _unknown_key_message(loc[-1]))
     if loc and loc[-1] == "pattern" and err["type"] in ("string_type", "model_type"):
         return DesignError(format_path(loc), f"must be a pattern name or a mapping {{name, params}}, got {short_repr(value)}")
     if make:
@@ -387,6 +418,26 @@ def design_from_dict(data: Any) -> Design:
 
 def parse_design_text(text: str | bytes, fmt: str | None = None, source: str = "<text>") -> Design:
     """Parse YAML or JSON text. ``fmt`` is 'yaml', 'json' or None (sniffed)."""
+    return design_from_dict(parse_document(text, fmt, source))
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-5`` as a float (YAML 1.2).
+
+    PyYAML follows YAML 1.1, where an exponent needs a dot (``1.0e-5``), so the
+    common ``norm_eps: 1e-5`` would otherwise load as a string.
+    """
+
+
+_SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_document(text: str | bytes, fmt: str | None = None, source: str = "<text>") -> Any:
+    """YAML (safe_load) or JSON text -> plain data, with the size/binary/empty checks."""
     if isinstance(text, bytes):
         if len(text) > MAX_FILE_BYTES:
             raise DesignError(source, f"is {len(text)} bytes; designs are limited to {MAX_FILE_BYTES}")
@@ -408,7 +459,7 @@ def parse_design_text(text: str | bytes, fmt: str | None = None, source: str = "
         if fmt == "json":
             data = json.loads(text)
         else:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
     except json.JSONDecodeError as exc:
         raise DesignError(source, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except yaml.YAMLError as exc:
@@ -420,7 +471,42 @@ def parse_design_text(text: str | bytes, fmt: str | None = None, source: str = "
         raise DesignError(source, f"invalid YAML{where}: {problem}") from None
     except RecursionError:
         raise DesignError(source, "is nested too deeply") from None
-    return design_from_dict(data)
+    except ValueError as exc:  # e.g. an integer literal over Python's 4300-digit limit
+        raise DesignError(source, f"invalid {fmt.upper()}: {str(exc).splitlines()[0][:120]}") from None
+    _check_size(data, source)
+    return data
+
+
+MAX_NODES = 200_000  # values in a loaded document; YAML aliases can expand a small file enormously
+
+
+def _check_size(data: Any, source: str) -> None:
+    """Reject documents with too many values (alias bombs) or too deep nesting, iteratively."""
+    count, stack = 0, [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise DesignError(source, f"has more than {MAX_NODES} values (YAML aliases expanding?); designs are far smaller")
+        if depth > 64:
+            raise DesignError(source, "is nested too deeply")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+            count += len(node)
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def read_document(path: Union[str, Path]) -> Any:
+    """A YAML/JSON file -> plain data (format from the suffix, else sniffed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DesignError(str(path), "no such file")
+    fmt = "json" if path.suffix.lower() == ".json" else "yaml" if path.suffix.lower() in (".yaml", ".yml") else None
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise DesignError(str(path), f"is {size} bytes; designs are limited to {MAX_FILE_BYTES}")
+    return parse_document(path.read_bytes(), fmt, source=str(path))
 
 
 def load_design(source: Union[str, Path, dict, Design]) -> Design:
@@ -433,11 +519,7 @@ def load_design(source: Union[str, Path, dict, Design]) -> Design:
     if not text_like:
         path = Path(source)
         if path.is_file():
-            fmt = "json" if path.suffix.lower() == ".json" else "yaml" if path.suffix.lower() in (".yaml", ".yml") else None
-            size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
-                raise DesignError(str(path), f"is {size} bytes; designs are limited to {MAX_FILE_BYTES}")
-            return parse_design_text(path.read_bytes(), fmt, source=str(path))
+            return design_from_dict(read_document(path))
         from .presets import find_preset
 
         preset = find_preset(str(source))
