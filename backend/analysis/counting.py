@@ -1,0 +1,118 @@
+"""FLOP measurement on the meta device: ``FlopCounterMode`` plus what it cannot see.
+
+``torch.utils.flop_counter.FlopCounterMode`` counts matmuls, convolutions and
+attention kernels. On the meta device ``F.scaled_dot_product_attention``
+decomposes into two ``bmm`` (scores, values) and is counted exactly; on CPU
+tensors its fused kernel has no formula and counts zero, so everything here
+runs on meta. FFTs have no formula at all; :data:`FFT_FORMULAS` registers the
+conventional ``5 N log2 N`` real FLOPs per complex N-point transform
+(``2.5 N log2 N`` for a real-input / real-output one; see ``closed_form``).
+
+:func:`count` runs a callable under the counter (a light dispatch mode applying
+``FlopCounterMode``'s own per-operator formulas, see :class:`_LightCounter`;
+the full ``FlopCounterMode`` for higher-order operators such as
+FlexAttention) and returns the total and a per-operator breakdown; the zero-FLOP check in the tests relies on every
+kind's work landing in one of these operators.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, shape_wrapper
+
+aten = torch.ops.aten
+
+
+def _points(shape: Any, dims: Any) -> tuple[int, int]:
+    """(transform size N, number of transforms) for an FFT over ``dims`` of ``shape``."""
+    shape = list(shape)
+    n = 1
+    for d in dims:
+        n *= shape[d]
+    total = 1
+    for x in shape:
+        total *= x
+    return n, (total // n if n else 0)
+
+
+def _nlogn(n: int, c: float) -> float:
+    return c * n * math.log2(n) if n > 1 else 0.0
+
+
+def _fft_r2c(x_shape, dim, normalization, onesided, *args, out_shape=None, **kwargs) -> int:
+    n, batch = _points(x_shape, dim)
+    return int(round(batch * _nlogn(n, 2.5)))
+
+
+def _fft_c2r(x_shape, dim, normalization, last_dim_size, *args, out_shape=None, **kwargs) -> int:
+    n, batch = _points(out_shape, dim)  # the real output has the full length
+    return int(round(batch * _nlogn(n, 2.5)))
+
+
+def _fft_c2c(x_shape, dim, normalization, forward, *args, out_shape=None, **kwargs) -> int:
+    n, batch = _points(x_shape, dim)
+    return int(round(batch * _nlogn(n, 5.0)))
+
+
+FFT_FORMULAS: dict[Any, Callable[..., int]] = {
+    aten._fft_r2c: _fft_r2c,
+    aten._fft_c2r: _fft_c2r,
+    aten._fft_c2c: _fft_c2c,
+}
+
+
+class _LightCounter(TorchDispatchMode):
+    """``FlopCounterMode``'s own formulas (``flop_registry``) in a plain dispatch mode.
+
+    ``FlopCounterMode`` wraps its dispatch in ``torch._disable_dynamo``, whose
+    first call imports torch._dynamo (~1 s, most of a cold CLI run). This mode
+    opts out of that wrapping (``_should_skip_dynamo``; we never compile) and
+    applies the same per-operator formulas. Higher-order operators (e.g.
+    FlexAttention) are not supported here; :func:`count` retries those under
+    the real ``FlopCounterMode``.
+    """
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.per_op: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func._overloadpacket
+        formula = _FORMULAS.get(packet)
+        if formula is not None:
+            n = int(formula(*args, **kwargs, out_val=out))
+            if n:
+                key = str(packet)
+                self.per_op[key] = self.per_op.get(key, 0) + n
+        return out
+
+
+_FORMULAS: dict[Any, Callable[..., int]] = {**flop_registry, **{k: shape_wrapper(v) for k, v in FFT_FORMULAS.items()}}
+
+
+def count(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+    """Run ``fn(*args, **kwargs)`` under the FLOP counter: (total, {op name: flops})."""
+    try:
+        with torch.no_grad(), _LightCounter() as mode:
+            fn(*args, **kwargs)
+        return sum(mode.per_op.values()), dict(mode.per_op)
+    except Exception:  # e.g. a higher-order operator: the full FlopCounterMode handles those
+        pass
+    with FlopCounterMode(display=False, custom_mapping=FFT_FORMULAS) as fmode:
+        with torch.no_grad():
+            fn(*args, **kwargs)
+    per_op = {str(op): int(v) for op, v in fmode.get_flop_counts().get("Global", {}).items()}
+    return int(fmode.get_total_flops()), per_op
+
+
+def meta_input(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.empty(*shape, device="meta", dtype=dtype)

@@ -1,0 +1,76 @@
+"""Exact parameter counts from the real modules built on meta (``parts``).
+
+* ``total`` / ``unique``: every parameter tensor once (weight-shared layers and
+  a tied head counted once) -- what ``sum(p.numel() for p in
+  model.parameters())`` gives for the whole model.
+* ``executed``: a shared layer counted every time it runs (the weights a
+  forward pass touches, summed per executed layer).
+* ``embedding``: token embedding (or the feature input projection) plus
+  learned positions; a tied head is the same tensor and is not counted again.
+  ``non_embedding = total - embedding`` (Kaplan et al. 2020, arXiv 2001.08361,
+  section 2.1), which includes an untied output head.
+* ``components``: attention (self + cross), mlp, norm (per-layer and final
+  norms), embeddings, head (untied only), other (flow-speed parameters and
+  anything a block holds outside its sublayers).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import parts
+from ..plan import Plan
+
+COMPONENTS = ("attention", "mlp", "norm", "embeddings", "head", "other")
+
+
+def block_params(blk: Any) -> dict[str, int]:
+    """Per component parameters of one Block (each tensor once)."""
+    groups = {
+        "attention": [blk.attn, getattr(blk, "cross", None)],
+        "mlp": [blk.mlp],
+        "norm": [getattr(blk, n, None) for n in ("attn_norm", "attn_post_norm", "cross_norm", "cross_post_norm",
+                                                 "mlp_norm", "mlp_post_norm")],
+    }
+    out = {k: parts.unique_numel([m for m in v if m is not None]) for k, v in groups.items()}
+    out["other"] = parts.unique_numel(blk) - sum(out.values())
+    out["total"] = parts.unique_numel(blk)
+    return out
+
+
+def param_stats(plan: Plan) -> dict[str, Any]:
+    cfg = parts.config_of(plan)
+    skel = parts.skeleton(cfg)
+    embed_ids = {id(p) for p in skel.embed.parameters()}
+    embedding = parts.unique_numel([skel.embed, skel.pos])
+    head = sum(p.numel() for p in skel.head.parameters() if id(p) not in embed_ids)
+    final_norm = sum(parts.unique_numel(st.final_norm) for st in skel.stacks.values() if st.final_norm is not None)
+    flow = sum(parts.unique_numel(st.flow) for st in skel.stacks.values())
+
+    comp = {k: 0 for k in COMPONENTS}
+    comp["embeddings"], comp["head"], comp["norm"], comp["other"] = embedding, head, final_norm, flow
+    executed_total = embedding + head + final_norm + flow
+    per_executed: list[dict[str, int]] = []
+    per_unique: dict[str, list[dict[str, int]]] = {}
+    for name, sp in plan.stacks.items():
+        blocks = parts.stack_blocks(cfg, name)
+        stats = [block_params(b) for b in blocks]
+        per_unique[name] = stats
+        for s in stats:
+            for k in ("attention", "mlp", "norm", "other"):
+                comp[k] += s[k]
+        for layer in sp.executed:
+            per_executed.append(stats[layer.unique_index])
+            executed_total += stats[layer.unique_index]["total"]
+    total = sum(comp.values())
+    return {
+        "total": total,
+        "unique": total,
+        "executed": executed_total,
+        "embedding": embedding,
+        "non_embedding": total - embedding,
+        "head": head,
+        "tied_head": head == 0 and cfg["task"] in ("lm", "mlm", "seq2seq"),
+        "components": comp,
+        "per_unique_layer": per_unique,
+        "per_executed_layer": per_executed,
+    }

@@ -1,0 +1,475 @@
+"""Smoke test: build real weights, run forward + backward, check what must hold.
+
+``smoke_test(design)`` first *estimates* the memory a real build needs
+(fp32 weights + grads from the exact meta-built parameter count, activations
+of the small batch without a fused attention kernel, x1.5 for temporaries)
+and refuses with :class:`SmokeRefused` when that exceeds the budget (default
+half of ``MemAvailable`` in ``/proc/meminfo``). The refusal carries the
+estimate, the budget and a *width-scaled* copy of the design: the same layer
+plan (kinds, order, repetition, flow) with a small hidden size, heads, FFN
+width, experts, random features, parameter tokens and vocabulary, validated
+like any design. ``scaled=True`` runs that copy instead. Nothing is
+allocated before the decision, so a 70B request is refused in milliseconds.
+
+Checks (B = 2, S = min(max_seq_len, 32), float32, CPU): output shape per
+task; finite outputs and loss; every parameter receives a gradient; in causal
+stacks, perturbing tokens from position S/2 on leaves the hidden states before
+S/2 unchanged; KV-cached step-by-step decoding equals the full forward pass
+(decoders and encoder-decoders with per-token heads). Each step is timed;
+peak memory is the growth of the process's peak RSS (``VmHWM``, reset through
+``/proc/self/clear_refs`` where allowed, otherwise sampled RSS).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from ..errors import DesignError
+
+Progress = Callable[[str, float, str], None]
+BATCH = 2
+MAX_SMOKE_SEQ = 32
+SAFETY = 1.5  # temporaries, autograd bookkeeping, allocator slack
+DEFAULT_FRACTION = 0.5
+
+
+class SmokeRefused(DesignError):
+    """The real build would exceed the memory budget; ``scaled_design`` fits."""
+
+    def __init__(self, estimate_bytes: int, budget_bytes: int, scaled_design: dict[str, Any] | None,
+                 scaled_estimate_bytes: int | None, name: str):
+        self.estimate_bytes = estimate_bytes
+        self.budget_bytes = budget_bytes
+        self.scaled_design = scaled_design
+        self.scaled_estimate_bytes = scaled_estimate_bytes
+        offer = ""
+        if scaled_design is not None:
+            offer = (f"; rerun with --scaled (scaled=True) to smoke-test the same layer plan at hidden_size "
+                     f"{scaled_design['hidden_size']} (~{_gib(scaled_estimate_bytes or 0)})")
+        super().__init__(name, f"smoke test needs ~{_gib(estimate_bytes)} but the budget is {_gib(budget_bytes)}{offer}")
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class SmokeResult:
+    name: str
+    passed: bool
+    checks: list[Check] = field(default_factory=list)
+    scaled: bool = False
+    design: dict[str, Any] | None = None  # the design that ran (the scaled copy when scaled)
+    params: int = 0
+    estimate_bytes: int = 0
+    budget_bytes: int = 0
+    peak_memory_bytes: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return {c.name: c.seconds for c in self.checks}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["timings"] = self.timings
+        return out
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def available_bytes() -> int:
+    """MemAvailable from /proc/meminfo (or 4 GiB when unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30
+
+
+# ---------------------------------------------------------------------------
+# Estimate and scaling (no torch allocation)
+
+
+def smoke_shape(design: Any) -> tuple[int, int]:
+    return BATCH, min(design.max_seq_len, MAX_SMOKE_SEQ)
+
+
+def estimate_bytes(plan: Any) -> int:
+    """fp32 weights + grads + activations of the smoke batch, with a safety factor."""
+    from . import memory
+    from .params import param_stats
+
+    n = param_stats(plan)["total"]
+    b, s = smoke_shape(plan.design)
+    act = memory.activations(plan, s, b, "fp32", fused_attention=False, checkpointing=False)["total_bytes"]
+    return int(SAFETY * (8 * n + act))
+
+
+def _scale_int(v: int, f: float, lo: int) -> int:
+    return max(lo, int(round(v * f)))
+
+
+def _shrink_params(block: Any, f: float) -> None:
+    """Scale width-like layer params in a LayerParams-shaped dict, in place."""
+    if not isinstance(block, dict):
+        return
+    m = block.get("mlp")
+    if isinstance(m, dict):
+        if isinstance(m.get("hidden"), int):
+            m["hidden"] = _scale_int(m["hidden"], f, 8)
+        if isinstance(m.get("num_experts"), int):
+            k = m.get("top_k", 2) if isinstance(m.get("top_k"), int) else 2
+            m["num_experts"] = max(k, min(m["num_experts"], 4))
+        if isinstance(m.get("shared_experts"), int):
+            m["shared_experts"] = min(m["shared_experts"], 1)
+    for cat in ("attention", "cross"):
+        a = block.get(cat)
+        if isinstance(a, dict):
+            if isinstance(a.get("nb_features"), int):
+                a["nb_features"] = min(a["nb_features"], 32)
+            if isinstance(a.get("num_param_tokens"), int):
+                a["num_param_tokens"] = min(a["num_param_tokens"], 16)
+
+
+def _heads(n: int, kv: int) -> tuple[int, int]:
+    if kv == n:
+        m = min(n, 4)
+        return m, m
+    if kv == 1:
+        return min(n, 4), 1
+    r = n // kv
+    kv2 = min(kv, 2)
+    return kv2 * min(r, 4), kv2
+
+
+def scaled_design(design: Any, *, head_dim: int = 16) -> dict[str, Any]:
+    """The width-scaled copy (module docstring) as a design dict; validated by the caller."""
+    d = design.to_dict()
+    out = copy.deepcopy(d)
+    n, kv = _heads(design.n_heads, design.kv_heads)
+    dh = min(design.attn_head_dim, head_dim)
+    dh += dh % 2
+    hidden = n * dh
+    f = hidden / design.hidden_size
+    out.update(hidden_size=hidden, n_heads=n, n_kv_heads=None if kv == n else kv, head_dim=None)
+    out["mlp_hidden"] = _scale_int(design.ffn_hidden, f, 8)
+    if design.vocab_size:
+        out["vocab_size"] = min(design.vocab_size, 256)
+    if design.output_dim and design.output_dim > 256 and design.task not in ("cluster_centers",):
+        out["output_dim"] = 256
+    out["name"] = f"{design.name}-scaled"
+    for key in ("layers", "encoder", "decoder"):
+        st = out.get(key)
+        if not isinstance(st, dict):
+            continue
+        _shrink_params(st.get("params"), f)
+        for rule in st.get("rules") or []:
+            _shrink_params(rule.get("params"), f)
+        for entry in st.get("explicit") or []:
+            _shrink_params(entry.get("params"), f)
+        fl = st.get("flow")
+        if isinstance(fl, dict) and isinstance(fl.get("hidden"), int):
+            fl["hidden"] = min(fl["hidden"], 16)
+    return out
+
+
+def budget_for(budget_bytes: int | None) -> int:
+    return int(budget_bytes if budget_bytes is not None else DEFAULT_FRACTION * available_bytes())
+
+
+# ---------------------------------------------------------------------------
+# Memory measurement
+
+
+class _Peak:
+    """Peak RSS growth during the run."""
+
+    def __init__(self) -> None:
+        self.reset_ok = False
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.reset_ok = True
+        except OSError:
+            pass
+        self.base = self._rss()
+        self.samples = [self.base]
+
+    @staticmethod
+    def _status(key: str) -> int:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith(key):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _rss(self) -> int:
+        return self._status("VmRSS:")
+
+    def sample(self) -> None:
+        self.samples.append(self._rss())
+
+    def peak_growth(self) -> int:
+        peak = max(self.samples)
+        if self.reset_ok:
+            peak = max(peak, self._status("VmHWM:"))
+        return max(0, peak - self.base)
+
+
+# ---------------------------------------------------------------------------
+# The run
+
+
+def smoke_test(design: Any, *, budget_bytes: int | None = None, scaled: bool = False,
+               progress: Progress | None = None, seed: int = 0) -> SmokeResult:
+    """Run the smoke test (module docstring); raises :class:`SmokeRefused` over budget."""
+    from ..plan import resolve_plan
+    from ..spec import load_design
+
+    t_start = time.perf_counter()
+    report = progress or (lambda step, fraction, message: None)
+    report("estimate", 0.0, "estimating memory")
+    design = load_design(design)
+    plan = resolve_plan(design)
+    budget = budget_for(budget_bytes)
+    est = estimate_bytes(plan)
+    ran_scaled = False
+    if est > budget or scaled:
+        small = None
+        small_est = None
+        for dh in (16, 8, 4, 2):
+            cand = scaled_design(design, head_dim=dh)
+            small_plan = resolve_plan(cand)
+            small_est = estimate_bytes(small_plan)
+            small = cand
+            if small_est <= budget:
+                break
+        if not scaled:
+            raise SmokeRefused(est, budget, small, small_est, design.name)
+        if small_est is not None and small_est > budget:
+            raise SmokeRefused(est, budget, None, small_est, f"{design.name} (even the scaled copy needs ~{_gib(small_est)})")
+        if est > budget or scaled:
+            design, plan, est, ran_scaled = load_design(small), small_plan, small_est, True
+    result = SmokeResult(design.name, False, scaled=ran_scaled, design=design.to_dict(), estimate_bytes=est, budget_bytes=budget)
+    _run_checks(design, plan, result, report, seed)
+    result.passed = all(c.passed for c in result.checks)
+    result.seconds = time.perf_counter() - t_start
+    report("done", 1.0, "passed" if result.passed else "failed: " + ", ".join(c.name for c in result.checks if not c.passed))
+    return result
+
+
+def _inputs(design: Any, b: int, s: int, gen: Any) -> Any:
+    import torch
+
+    if design.vocab_size:
+        return torch.randint(0, design.vocab_size, (b, s), generator=gen)
+    return torch.randn(b, s, design.input_dim, generator=gen)
+
+
+def _perturb(design: Any, x: Any, start: int, gen: Any) -> Any:
+    import torch
+
+    y = x.clone()
+    if design.vocab_size:
+        y[:, start:] = (y[:, start:] + 1 + torch.randint(0, design.vocab_size - 1, y[:, start:].shape, generator=gen)) % design.vocab_size
+    else:
+        y[:, start:] = y[:, start:] + torch.randn(y[:, start:].shape, generator=gen)
+    return y
+
+
+def _expected_shape(design: Any, b: int, s: int) -> tuple[int, ...]:
+    t = design.task
+    if t in ("lm", "mlm", "seq2seq"):
+        return (b, s, design.vocab_size)
+    if t in ("sequence", "cluster_assignments"):
+        return (b, s, design.output_dim)
+    if t == "cluster_centers":
+        return (b, design.output_dim, design.input_dim)
+    return (b, design.output_dim)
+
+
+def _run_checks(design: Any, plan: Any, result: SmokeResult, report: Progress, seed: int) -> None:
+    import torch
+
+    from ..build import build_model
+
+    peak = _Peak()
+    checks = result.checks
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    b, s = smoke_shape(design)
+    encdec = design.architecture == "encoder_decoder"
+    causal = design.architecture in ("decoder", "encoder_decoder")
+
+    def step(name: str, fraction: float, fn: Callable[[], tuple[bool, str]]) -> bool:
+        report(name, fraction, name.replace("_", " "))
+        t0 = time.perf_counter()
+        try:
+            ok, detail = fn()
+        except Exception as exc:  # a failing module must fail the check, not crash the caller
+            ok, detail = False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        peak.sample()
+        checks.append(Check(name, bool(ok), detail, time.perf_counter() - t0))
+        return ok
+
+    state: dict[str, Any] = {}
+
+    def build() -> tuple[bool, str]:
+        state["model"] = build_model(design, device="cpu", init=True)
+        n = sum(p.numel() for p in state["model"].parameters())
+        result.params = n
+        return True, f"{n:,} parameters"
+
+    if not step("build", 0.05, build):
+        result.peak_memory_bytes = peak.peak_growth()
+        return
+    model = state["model"]
+    x = _inputs(design, b, s, gen)
+    tgt = torch.randint(0, design.vocab_size, (b, s), generator=gen) if encdec and design.vocab_size else (
+        _inputs(design, b, s, gen) if encdec else None)
+
+    def run(m: Any, inp: Any, t: Any = None) -> Any:
+        return m(inp, t) if encdec else m(inp)
+
+    def forward_backward() -> tuple[bool, str]:
+        model.train()
+        t0 = time.perf_counter()
+        out = run(model, x, tgt)
+        state["fwd_s"] = time.perf_counter() - t0
+        state["out"] = out
+        y = out.output
+        loss = y.float().pow(2).mean() + out.aux_loss.float()
+        if not torch.isfinite(loss):
+            return False, f"loss is {loss.item()}"
+        t0 = time.perf_counter()
+        loss.backward()
+        state["bwd_s"] = time.perf_counter() - t0
+        return True, f"forward {state['fwd_s'] * 1e3:.1f} ms, backward {state['bwd_s'] * 1e3:.1f} ms"
+
+    if not step("forward_backward", 0.3, forward_backward):
+        result.peak_memory_bytes = peak.peak_growth()
+        return
+
+    def shape() -> tuple[bool, str]:
+        got = tuple(state["out"].output.shape)
+        want = _expected_shape(design, b, s)
+        return got == want, f"output {got}, expected {want} for task {design.task}"
+
+    step("output_shape", 0.4, shape)
+
+    def finite() -> tuple[bool, str]:
+        y = state["out"].output
+        bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        ok = bool(torch.isfinite(y).all()) and not bad
+        return ok, "outputs and gradients finite" if ok else f"non-finite output or gradients in {bad[:5]}"
+
+    step("finite", 0.45, finite)
+
+    def gradients() -> tuple[bool, str]:
+        missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        # an MoE expert that the router sent no token in this tiny batch gets no gradient: a warning, not a failure
+        unrouted = [n for n in missing if ".mlp.experts." in n]
+        hard = [n for n in missing if n not in unrouted]
+        if unrouted:
+            result.warnings.append(f"{len(unrouted)} expert parameter(s) got no tokens in the smoke batch: {unrouted[:3]}")
+        n_all = sum(1 for _ in model.parameters())
+        return not hard, f"{n_all - len(missing)}/{n_all} parameter tensors received a gradient" + (f"; missing: {hard[:5]}" if hard else "")
+
+    step("gradients", 0.5, gradients)
+    model.zero_grad(set_to_none=True)
+    model.eval()
+
+    if causal:
+        def causality() -> tuple[bool, str]:
+            cut = max(1, s // 2)
+            with torch.no_grad():
+                if encdec:
+                    mem = model.encode(x)
+                    h1 = model.decode(tgt, mem).hidden
+                    h2 = model.decode(_perturb(design, tgt, cut, gen), mem).hidden
+                else:
+                    h1 = model(x).hidden
+                    h2 = model(_perturb(design, x, cut, gen)).hidden
+            diff = (h1[:, :cut] - h2[:, :cut]).abs().max().item()
+            changed = (h1[:, cut:] - h2[:, cut:]).abs().max().item()
+            return diff <= 1e-5, f"max change before position {cut}: {diff:.2e} (after: {changed:.2e})"
+
+        step("causality", 0.65, causality)
+
+    per_token = design.task in ("lm", "seq2seq", "sequence", "cluster_assignments")
+    if causal and per_token and hasattr(model, "new_cache") and hasattr(model, "forward_one_step"):
+        def kv_cache() -> tuple[bool, str]:
+            with torch.no_grad():
+                seq = tgt if encdec else x
+                mem = model.encode(x) if encdec else None
+                full = model.decode(tgt, mem).output if encdec else model(x).output
+                cache = model.new_cache(b, s)
+                outs = []
+                for t in range(s):
+                    kw = {"memory": mem} if (encdec and t == 0) else {}
+                    outs.append(model.forward_one_step(seq[:, t:t + 1], cache, t, **kw))
+                stepwise = torch.cat(outs, dim=1)
+            scale = max(1.0, full.abs().max().item())
+            diff = (full - stepwise).abs().max().item()
+            mode = "recompute" if getattr(cache, "recompute", False) else "cached"
+            return diff <= 1e-4 * scale, f"max |full - step-by-step| = {diff:.2e} over {s} steps ({mode})"
+
+        step("kv_cache", 0.85, kv_cache)
+    result.peak_memory_bytes = peak.peak_growth()
+
+
+# ---------------------------------------------------------------------------
+# CLI
+
+
+def format_result(r: SmokeResult) -> str:
+    lines = [f"smoke test {r.name}{' (width-scaled)' if r.scaled else ''}: {'PASSED' if r.passed else 'FAILED'}"
+             f" in {r.seconds:.2f} s; {r.params:,} parameters; peak memory +{_gib(r.peak_memory_bytes)}"
+             f" (estimate {_gib(r.estimate_bytes)}, budget {_gib(r.budget_bytes)})"]
+    for c in r.checks:
+        lines.append(f"  [{'ok' if c.passed else 'FAIL'}] {c.name:<17} {c.seconds * 1e3:8.1f} ms  {c.detail}")
+    for w in r.warnings:
+        lines.append(f"  warning: {w}")
+    return "\n".join(lines)
+
+
+def cli_smoke(args: argparse.Namespace) -> int:
+    budget = None if getattr(args, "budget_gb", None) is None else int(args.budget_gb * 2**30)
+
+    def progress(step: str, fraction: float, message: str) -> None:
+        if not args.json:
+            print(f"[{fraction * 100:3.0f}%] {message}", file=sys.stderr, flush=True)
+
+    try:
+        r = smoke_test(args.design, budget_bytes=budget, scaled=args.scaled, progress=progress)
+    except SmokeRefused as exc:
+        if args.json:
+            print(json.dumps({"refused": True, "message": str(exc), "estimate_bytes": exc.estimate_bytes,
+                              "budget_bytes": exc.budget_bytes, "scaled_design": exc.scaled_design}))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(r.to_dict()))
+    else:
+        print(format_result(r))
+    return 0 if r.passed else 1

@@ -1,0 +1,126 @@
+"""Smoke test: refusal (fast, no allocation, scaled alternative), a passing tiny run, the CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from backend.analysis import smoke
+from backend.analysis.smoke import SmokeRefused, scaled_design, smoke_test
+from backend.errors import DesignError
+from backend.plan import resolve_plan
+from backend.presets import find_preset
+from backend.registry import ATTENTION
+from backend.spec import load_design
+
+
+def _loads(info) -> bool:
+    try:
+        info.load()
+        return True
+    except (ImportError, AttributeError):
+        return False
+
+
+needs_sdpa = pytest.mark.skipif(not _loads(ATTENTION["self_sdpa"]), reason="backend.nn.attention not written yet")
+
+SEVENTY_B = {
+    "name": "llama2-70b-shape", "architecture": "decoder", "task": "lm", "vocab_size": 32000, "hidden_size": 8192,
+    "n_heads": 64, "n_kv_heads": 8, "mlp_hidden": 28672, "max_seq_len": 4096, "tie_embeddings": False,
+    "layers": {"n_layers": 80, "attention": "self_sdpa", "mlp": "swiglu"},
+}
+
+
+def _rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@needs_sdpa
+def test_70b_refused_fast_without_allocating():
+
+    before = _rss()
+    t0 = time.perf_counter()
+    with pytest.raises(SmokeRefused) as info:
+        smoke_test(SEVENTY_B, budget_bytes=8 * 2**30)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 1.0
+    assert _rss() - before < 200 * 2**20  # nothing like 276 GB (or even 1 GB) was touched
+    exc = info.value
+    assert isinstance(exc, DesignError)
+    assert exc.estimate_bytes > 8 * 69e9 and exc.budget_bytes == 8 * 2**30
+    assert "--scaled" in str(exc)
+    small = load_design(exc.scaled_design)  # a valid design
+    big_plan, small_plan = resolve_plan(SEVENTY_B), resolve_plan(small)
+    assert [(x.attention, x.mlp, x.norm, x.unique_index) for x in big_plan.layers] == \
+           [(x.attention, x.mlp, x.norm, x.unique_index) for x in small_plan.layers]
+    assert small.hidden_size < 8192 and small.n_heads % small.kv_heads == 0 and small.kv_heads < small.n_heads
+    assert exc.scaled_estimate_bytes < 8 * 2**30
+
+
+def test_scaled_design_keeps_the_plan_for_every_preset():
+    from backend.presets import list_presets
+
+    for name in list_presets():
+        d = load_design(name)
+        small = load_design(scaled_design(d))
+        a, b = resolve_plan(d), resolve_plan(small)
+        assert [(x.stack, x.attention, x.mlp, x.norm, x.unique_index) for x in a.layers] == \
+               [(x.stack, x.attention, x.mlp, x.norm, x.unique_index) for x in b.layers], name
+        assert small.hidden_size <= d.hidden_size
+
+
+def test_default_budget_is_half_of_available():
+    assert smoke.budget_for(None) == int(0.5 * smoke.available_bytes())
+    assert smoke.available_bytes() > 0
+
+
+TINY = {"name": "tiny-lm", "architecture": "decoder", "task": "lm", "vocab_size": 50, "hidden_size": 32, "n_heads": 4,
+        "n_kv_heads": 2, "max_seq_len": 16, "layers": {"n_layers": 2, "attention": "self_sdpa", "mlp": "swiglu",
+                                                       "repeat": {"mode": "cycle", "factor": 2}}}
+
+
+@needs_sdpa
+def test_tiny_decoder_passes_with_progress():
+    seen = []
+    r = smoke_test(TINY, progress=lambda step, fraction, message: seen.append((step, fraction)))
+    assert r.passed, [c for c in r.checks if not c.passed]
+    names = [c.name for c in r.checks]
+    assert {"build", "forward_backward", "output_shape", "finite", "gradients", "causality", "kv_cache"} <= set(names)
+    assert seen[0][1] == 0.0 and seen[-1] == ("done", 1.0)
+    assert all(c.seconds >= 0 for c in r.checks) and r.peak_memory_bytes >= 0
+    json.dumps(r.to_dict())
+
+
+@needs_sdpa
+def test_encoder_decoder_and_encoder_pass():
+    stack = {"n_layers": 1, "attention": "self_sdpa", "mlp": "swiglu"}
+    ed = {**{k: v for k, v in TINY.items() if k != "layers"}, "name": "ed", "architecture": "encoder_decoder",
+          "task": "seq2seq", "encoder": stack, "decoder": stack}
+    r = smoke_test(ed)
+    assert r.passed, [c for c in r.checks if not c.passed]
+    assert "kv_cache" in [c.name for c in r.checks]
+    enc = {**TINY, "name": "enc", "architecture": "encoder", "task": "classification", "output_dim": 3, "tie_embeddings": False}
+    r = smoke_test(enc)
+    assert r.passed and "causality" not in [c.name for c in r.checks]
+
+
+@needs_sdpa
+def test_scaled_run_when_over_budget():
+    r = smoke_test({**TINY, "hidden_size": 256, "n_heads": 8, "name": "wide"}, budget_bytes=2 * 2**20, scaled=True)
+    assert r.scaled and r.design["hidden_size"] < 256 and r.passed
+
+
+def test_cli_smoke_refusal_exit_2(repo_root):
+    if find_preset("llama2_70b") is None:
+        pytest.skip("presets/llama2_70b.yaml missing")
+    out = subprocess.run([sys.executable, "-m", "backend", "smoke", "llama2_70b", "--budget-gb", "4"], cwd=repo_root,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "--scaled" in out.stderr and "Traceback" not in out.stderr
