@@ -1,0 +1,92 @@
+"""Position-wise feed-forward networks, registered under category ``"mlp"``.
+
+A module learns which kind it is from ``ctx.params["kind"]`` (the builder puts
+the kind name into every category config, ``backend.build.model_config``);
+a missing ``kind`` means the class default (``swiglu`` / ``mlp``). The width is
+``ctx.params["hidden"]`` or, when null, ``ctx.ffn_hidden``.
+
+Weight names follow the Llama/Mixtral reference code: ``w1`` (gate), ``w3``
+(up), ``w2`` (down) for gated FFNs; ``fc1`` / ``fc2`` for two-layer FFNs.
+``w2`` and ``fc2`` are residual output projections (scaled init, ``model.py``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import ACTIVATIONS, LayerContext, register
+
+GATES = {"swiglu": F.silu, "geglu": F.gelu, "reglu": F.relu}
+
+
+def ffn_width(ctx: LayerContext) -> int:
+    return ctx.params.get("hidden") or ctx.ffn_hidden
+
+
+@register("mlp", "swiglu", "geglu", "reglu")
+class GatedMLP(nn.Module):
+    """GLU-variant FFN: ``w2(act(w1 x) * w3 x)``, act = SiLU / GELU / ReLU.
+
+    Shazeer 2020, GLU Variants Improve Transformer, arXiv 2002.05202.
+    Parameters: 3 * D * H (+ 2H + D with bias).
+    """
+
+    def __init__(self, ctx: LayerContext):
+        super().__init__()
+        self.kind = ctx.params.get("kind", "swiglu")
+        if self.kind not in GATES:
+            raise ValueError(f"GatedMLP kind must be one of {sorted(GATES)}, got {self.kind!r}")
+        d, h = ctx.hidden_size, ffn_width(ctx)
+        self.act = GATES[self.kind]
+        self.w1 = nn.Linear(d, h, bias=ctx.bias)  # gate
+        self.w3 = nn.Linear(d, h, bias=ctx.bias)  # up
+        self.w2 = nn.Linear(h, d, bias=ctx.bias)  # down (residual output)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(self.act(self.w1(x)) * self.w3(x))  # (B, S, H) -> (B, S, D)
+
+
+def relu2(x: torch.Tensor) -> torch.Tensor:
+    """Squared ReLU (So et al. 2021, Primer, arXiv 2109.08668)."""
+    return F.relu(x).square()
+
+
+@register("mlp", "relu2", "mlp")
+class DenseMLP(nn.Module):
+    """Two-layer FFN ``fc2(act(fc1 x))`` (Vaswani et al. 2017, arXiv 1706.03762).
+
+    Kind ``mlp`` uses ``params["activation"]`` or the model's ``activation``
+    (gelu / relu / silu / mish); kind ``relu2`` uses squared ReLU.
+    """
+
+    def __init__(self, ctx: LayerContext):
+        super().__init__()
+        self.kind = ctx.params.get("kind", "mlp")
+        if self.kind == "relu2":
+            self.activation = "relu2"
+            self.act = relu2
+        elif self.kind == "mlp":
+            self.activation = ctx.params.get("activation") or ctx.activation
+            if self.activation not in ACTIVATIONS:
+                raise ValueError(f"mlp activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+            self.act = ACTIVATIONS[self.activation]
+        else:
+            raise ValueError(f"DenseMLP kind must be 'mlp' or 'relu2', got {self.kind!r}")
+        d, h = ctx.hidden_size, ffn_width(ctx)
+        self.fc1 = nn.Linear(d, h, bias=ctx.bias)
+        self.fc2 = nn.Linear(h, d, bias=ctx.bias)  # residual output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))  # (B, S, H) -> (B, S, D)
+
+
+MLP_CLASSES = {"swiglu": GatedMLP, "geglu": GatedMLP, "reglu": GatedMLP, "relu2": DenseMLP, "mlp": DenseMLP}
+
+
+def make_mlp(kind: str, ctx: LayerContext, hidden: int | None = None) -> nn.Module:
+    """An FFN of ``kind`` (used for MoE experts); ``hidden`` overrides the width."""
+    params = {"kind": kind, "hidden": hidden or ffn_width(ctx)}
+    if kind == "mlp":
+        params["activation"] = ctx.params.get("activation") or ctx.activation
+    return MLP_CLASSES[kind](ctx.with_params(params))

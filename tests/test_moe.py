@@ -1,0 +1,160 @@
+"""Mixture of experts (backend/nn/moe.py): routing, capacity, overflow, aux loss, experts."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from backend.nn.common import LayerContext
+from backend.nn.mlp import DenseMLP, GatedMLP
+from backend.nn.moe import MoE
+
+D = 16
+
+
+def moe(**params) -> MoE:
+    p = {"num_experts": 4, "top_k": 2, "expert": "swiglu", "capacity_factor": 0.0, "overflow": "drop",
+         "aux_loss_weight": 1.0, "shared_experts": 0, "hidden": 24, "kind": "moe", **params}
+    torch.manual_seed(0)
+    return MoE(LayerContext(hidden_size=D, n_heads=2, n_kv_heads=2, head_dim=8, ffn_hidden=32, params=p)).double()
+
+
+def skewed_input(m: MoE, n: int = 40) -> torch.Tensor:
+    """Tokens that mostly prefer expert 0, so capacity binds."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        m.router.weight[0] += 2.0 * m.router.weight[1:].abs().max()
+    return torch.randn(2, n // 2, D, dtype=torch.float64).abs()
+
+
+def test_parameters_and_expert_kinds():
+    m = moe(num_experts=3, shared_experts=1, expert="mlp")
+    assert isinstance(m.experts, torch.nn.ModuleList) and len(m.experts) == 3
+    assert all(isinstance(e, DenseMLP) for e in m.experts) and len(m.shared) == 1
+    assert m.router.bias is None and m.router.weight.shape == (3, D)
+    n = sum(p.numel() for p in m.parameters())
+    assert n == 3 * D + 4 * (2 * D * 24)  # router + (3 + 1 shared) two-layer experts, no bias
+    for kind in ("swiglu", "geglu", "reglu"):
+        g = moe(expert=kind)
+        assert all(isinstance(e, GatedMLP) and e.kind == kind for e in g.experts)
+        assert g.experts[0].w1.weight.shape == (24, D)
+
+
+def test_top_k_all_experts_without_capacity_is_the_dense_weighted_sum():
+    m = moe(num_experts=4, top_k=4)
+    x = torch.randn(3, 5, D, dtype=torch.float64)
+    h = x.reshape(-1, D)
+    w = torch.softmax(m.router(h), dim=-1)  # (N, E)
+    ref = sum(w[:, e : e + 1] * m.experts[e](h) for e in range(4)).view_as(x)
+    assert torch.allclose(m(x), ref, atol=1e-12)
+
+
+def test_top_2_reference_loop():
+    m = moe(num_experts=5, top_k=2, shared_experts=1)
+    x = torch.randn(2, 6, D, dtype=torch.float64)
+    h = x.reshape(-1, D)
+    logits = m.router(h)
+    ref = torch.zeros_like(h)
+    for t in range(h.shape[0]):
+        vals, idx = logits[t].topk(2)
+        w = torch.softmax(vals, -1)
+        for j in range(2):
+            ref[t] += w[j] * m.experts[int(idx[j])](h[t : t + 1])[0]
+        ref[t] += m.shared[0](h[t : t + 1])[0]
+    assert torch.allclose(m(x), ref.view_as(x), atol=1e-12)
+
+
+def test_aux_loss_matches_switch_formula():
+    m = moe(num_experts=4, top_k=2, aux_loss_weight=0.5)
+    x = torch.randn(3, 7, D, dtype=torch.float64)
+    m(x)
+    logits = m.router(x.reshape(-1, D))
+    n, e = logits.shape
+    probs = torch.softmax(logits, -1)
+    chosen = logits.topk(2, dim=-1).indices
+    f = torch.stack([(chosen == i).sum() for i in range(e)]).double() / (n * 2)
+    p = probs.mean(0)
+    expected = 0.5 * e * (f * p).sum()
+    assert m.aux_loss.dim() == 0
+    assert torch.allclose(m.aux_loss, expected, atol=1e-12)
+    # uniform router probabilities give exactly 1 (times the weight), whatever the tie-breaking
+    with torch.no_grad():
+        m.router.weight.zero_()
+    m(x)
+    assert math.isclose(m.aux_loss.item(), 0.5, rel_tol=1e-12)
+
+
+def test_aux_loss_gets_gradient_to_router():
+    m = moe()
+    x = torch.randn(2, 5, D, dtype=torch.float64)
+    m(x)
+    m.aux_loss.backward()
+    assert m.router.weight.grad is not None and m.router.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("overflow", ["drop", "reroute"])
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_capacity_is_respected(overflow, top_k):
+    m = moe(num_experts=4, top_k=top_k, capacity_factor=1.0, overflow=overflow)
+    x = skewed_input(m)
+    n = x.shape[0] * x.shape[1]
+    m(x)
+    cap = math.ceil(1.0 * n * top_k / 4)
+    assert m.capacity(n) == cap
+    assert int(m.last_counts.max()) <= cap
+    experts, weights, kept = m.route(m.router(x.reshape(-1, D)))
+    for e in range(4):
+        assert int(((experts == e) & kept).sum()) <= cap
+    # a token never uses the same expert twice
+    for t in range(n):
+        used = experts[t][kept[t]].tolist()
+        assert len(used) == len(set(used))
+
+
+def test_drop_zeroes_overflowing_tokens_and_reroute_serves_them():
+    drop = moe(num_experts=4, top_k=1, capacity_factor=1.0, overflow="drop")
+    reroute = moe(num_experts=4, top_k=1, capacity_factor=1.0, overflow="reroute")
+    x = skewed_input(drop)
+    skewed_input(reroute)
+    h = x.reshape(-1, D)
+    _, _, kept_d = drop.route(drop.router(h))
+    experts_r, _, kept_r = reroute.route(reroute.router(h))
+    dropped = ~kept_d[:, 0]
+    assert dropped.any(), "the skewed router should overflow expert 0"
+    y = drop(x).reshape(-1, D)
+    assert torch.all(y[dropped] == 0) and torch.all(y[~dropped].abs().sum(-1) > 0)
+    # capacity 1.0 * N * 1 / 4 per expert holds every token exactly: reroute serves all
+    assert kept_r.all()
+    first = drop.router(h).argmax(-1)
+    moved = experts_r[:, 0] != first
+    assert torch.equal(moved, dropped)  # exactly the dropped tokens were rerouted
+    # rerouted tokens went to their next-best expert that had room (here: their second choice or later)
+    order = drop.router(h).argsort(-1, descending=True)
+    for t in torch.nonzero(moved).flatten().tolist():
+        rank = order[t].tolist().index(int(experts_r[t, 0]))
+        assert rank >= 1
+    yr = reroute(x).reshape(-1, D)
+    assert torch.all(yr.abs().sum(-1) > 0)
+    # with k=1 the weight of a sole expert is 1
+    assert torch.allclose(yr[moved], torch.stack([reroute.experts[int(experts_r[t, 0])](h[t : t + 1])[0] for t in torch.nonzero(moved).flatten().tolist()]))
+
+
+def test_first_choices_have_priority_over_second_choices():
+    m = moe(num_experts=2, top_k=2, capacity_factor=0.5, overflow="drop")  # cap = ceil(0.5*N*2/2) = N/2
+    x = torch.randn(1, 8, D, dtype=torch.float64)
+    experts, _, kept = m.route(m.router(x.reshape(-1, D)))
+    # every expert is full with cap slots; first-choice slots are placed before any second-choice slot
+    for e in range(2):
+        first = ((experts[:, 0] == e)).sum()
+        placed_first = ((experts[:, 0] == e) & kept[:, 0]).sum()
+        assert placed_first == min(int(first), 4)
+
+
+def test_meta_forward_is_data_free():
+    ctx = LayerContext(hidden_size=D, n_heads=2, n_kv_heads=2, head_dim=8, ffn_hidden=32,
+                       params={"num_experts": 4, "top_k": 2, "expert": "swiglu"})
+    with torch.device("meta"):
+        m = MoE(ctx)
+        y = m(torch.empty(2, 10, D))
+    assert y.shape == (2, 10, D) and y.is_meta and m.aux_loss.shape == ()
