@@ -21,7 +21,12 @@ Module interfaces (``B`` batch, ``S`` sequence, ``D`` hidden):
 
   ``start_pos`` is the absolute position of ``x[:, 0]``; with a cache the call
   appends to it in place and attends over everything cached. ``padding_mask``
-  is True where a token is real.
+  is True where a token is real; with a cache it covers the new tokens only
+  (``KVCache.append`` remembers it for later steps). Query rows with no key
+  to attend to (all padded) come out as zeros, never NaN. Kinds with random
+  or custom initial values define ``reset_parameters()``, a no-op on meta
+  (call it after ``to_empty``); the Performer draws its projection there.
+  ``init_weights(std)`` is the same hook under the name the model-wide init calls.
 * cross-attention: ``forward(x, memory, *, cache=None, memory_mask=None)``.
 * MLP: ``forward(x) -> y``; a MoE also sets ``self.aux_loss`` (0-dim tensor).
 * norm: ``forward(x) -> y``.
@@ -98,26 +103,41 @@ class KVCache:
         self.v: torch.Tensor | None = None
         self.start: int = 0  # absolute position of k[:, :, 0]
         self.length: int = 0  # tokens seen so far (absolute position of the next token)
+        self.pad: torch.Tensor | None = None  # (B, T) True = real token; None = all real
+        self.returned_start: int = 0  # absolute position of the tensors the last append returned
+        self.returned_pad: torch.Tensor | None = None  # their padding mask (B, T_returned) or None
 
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def append(self, k: torch.Tensor, v: torch.Tensor,
+               pad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Add new keys/values; return everything the new queries may attend to.
 
         The returned tensors start at absolute position ``self.start`` (before
-        trimming), so callers can build position-aware masks.
+        trimming), so callers can build position-aware masks. ``pad`` (B, S_new),
+        True where the new token is real, is remembered alongside the keys so
+        later steps keep masking padded positions (see ``returned_pad``).
         """
+        old = 0 if self.k is None else self.k.shape[2]
+        if pad is not None or self.pad is not None:
+            b, new = k.shape[0], k.shape[2]
+            prev = self.pad if self.pad is not None else torch.ones(b, old, dtype=torch.bool, device=k.device)
+            cur = pad.to(torch.bool) if pad is not None else torch.ones(b, new, dtype=torch.bool, device=k.device)
+            self.pad = torch.cat([prev, cur], dim=1)
         if self.k is None:
             self.k, self.v = k, v
         else:
             self.k = torch.cat([self.k, k], dim=2)
             self.v = torch.cat([self.v, v], dim=2)
         self.length += k.shape[2]
-        full_k, full_v, full_start = self.k, self.v, self.start
+        full_k, full_v, full_start, full_pad = self.k, self.v, self.start, self.pad
         if self.window and self.k.shape[2] > self.window:
             drop = self.k.shape[2] - self.window
             self.k = self.k[:, :, drop:]
             self.v = self.v[:, :, drop:]
+            if self.pad is not None:
+                self.pad = self.pad[:, drop:]
             self.start += drop
         self.returned_start = full_start
+        self.returned_pad = full_pad
         return full_k, full_v
 
 
@@ -187,6 +207,22 @@ def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, *, causal: bool, wi
         pm = padding_mask[:, None, None, :].to(torch.bool)
         mask = pm if mask is None else mask & pm
     return mask
+
+
+def open_empty_rows(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Let query rows that may attend to nothing (all keys padded) attend everywhere.
+
+    A softmax over an all ``-inf`` row is NaN, which would poison gradients;
+    callers multiply the attention output by the returned ``keep`` (..., Sq, 1)
+    so those rows come out as exact zeros instead.
+    """
+    keep = mask.any(dim=-1, keepdim=True)
+    return mask | ~keep, keep
+
+
+def positions(start: int, length: int, device: torch.device) -> torch.Tensor:
+    """Absolute positions ``start .. start + length - 1`` (int64)."""
+    return torch.arange(start, start + length, device=device)
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:

@@ -1,0 +1,175 @@
+"""Softmax attention on ``F.scaled_dot_product_attention``: self-attention and cross-attention.
+
+``SelfSDPA`` covers MHA, GQA and MQA (``ctx.n_kv_heads``), causal or
+bidirectional stacks, sliding windows, rope / ALiBi and KV-cached decoding.
+``CrossAttention`` is the decoder-to-encoder block of encoder-decoder models.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .common import KVCache, LayerContext, alibi_bias, apply_rope, attention_mask, open_empty_rows
+from .common import positions, register, repeat_kv, rope_cos_sin
+
+_KERNELS = {
+    "math": SDPBackend.MATH,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+}
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, *,
+         is_causal: bool = False, dropout_p: float = 0.0, backend: str = "auto") -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` pinned to ``backend`` (auto / math / flash / efficient).
+
+    A pinned kernel that cannot run on this device, dtype or mask (flash and
+    efficient are CUDA kernels; flash on CPU takes no explicit mask) falls back
+    to the math kernel, which gives the same result, instead of crashing.
+    """
+    kwargs = dict(attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+    if backend == "auto":
+        return F.scaled_dot_product_attention(q, k, v, **kwargs)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "kernel not used because ..." notes before the fallback
+            with sdpa_kernel([_KERNELS[backend]]):
+                return F.scaled_dot_product_attention(q, k, v, **kwargs)
+    except RuntimeError:
+        with sdpa_kernel([SDPBackend.MATH]):
+            return F.scaled_dot_product_attention(q, k, v, **kwargs)
+
+
+@register("attention", "self_sdpa")
+class SelfSDPA(nn.Module):
+    """Multi-head scaled dot-product self-attention (Vaswani et al. 2017, arXiv 1706.03762).
+
+    Grouped-query / multi-query attention when ``n_kv_heads < n_heads``
+    (Ainslie et al. 2023, arXiv 2305.13245; Shazeer 2019, arXiv 1911.02150).
+    ``params["window"] > 0`` restricts each query to the last ``window`` keys
+    (itself included), as in Mistral 7B (arXiv 2310.06825); in a bidirectional
+    stack the window is symmetric. Rotary embeddings (Su et al. 2021,
+    arXiv 2104.09864) when ``ctx.positional == "rope"``; ALiBi (Press et al.
+    2021, arXiv 2108.12409) when ``ctx.positional == "alibi"``.
+    """
+
+    def __init__(self, ctx: LayerContext):
+        super().__init__()
+        if ctx.n_heads % ctx.n_kv_heads:
+            raise ValueError(f"n_heads ({ctx.n_heads}) must be a multiple of n_kv_heads ({ctx.n_kv_heads})")
+        p = ctx.params
+        self.n_heads, self.n_kv_heads, self.head_dim = ctx.n_heads, ctx.n_kv_heads, ctx.head_dim
+        self.n_rep = ctx.n_heads // ctx.n_kv_heads
+        self.causal = ctx.causal
+        self.window = int(p.get("window", 0) or 0)
+        self.backend = p.get("backend", "auto")
+        self.rope = ctx.positional == "rope"
+        self.alibi = ctx.positional == "alibi"
+        self.rope_theta = ctx.rope_theta
+        self.dropout = ctx.dropout
+        qkv_bias = ctx.bias or ctx.qkv_bias
+        d, hd = ctx.hidden_size, ctx.head_dim
+        self.q_proj = nn.Linear(d, ctx.n_heads * hd, bias=qkv_bias)
+        self.k_proj = nn.Linear(d, ctx.n_kv_heads * hd, bias=qkv_bias)
+        self.v_proj = nn.Linear(d, ctx.n_kv_heads * hd, bias=qkv_bias)
+        self.o_proj = nn.Linear(ctx.n_heads * hd, d, bias=ctx.bias)
+
+    def new_cache(self, batch: int, max_len: int, *, window: int = 0) -> KVCache:
+        """Expanding cache, or a sliding one of the layer's own window (else the caller's)."""
+        return KVCache(window=self.window or window)
+
+    def forward(self, x: torch.Tensor, *, start_pos: int = 0, cache: KVCache | None = None,
+                padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, S, _ = x.shape
+        q = self.q_proj(x).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, S, Dh)
+        k = self.k_proj(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, Dh)
+        v = self.v_proj(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, Dh)
+        q_pos = positions(start_pos, S, x.device)
+        if self.rope:
+            cos, sin = rope_cos_sin(q_pos, self.head_dim, self.rope_theta, q.dtype)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        k_start, k_pad = start_pos, padding_mask
+        if cache is not None:
+            k, v = cache.append(k, v, padding_mask)  # (B, Hkv, T, Dh), T = cached + S
+            k_start, k_pad = cache.returned_start, cache.returned_pad
+        k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)  # (B, H, T, Dh)
+        out = self._attend(q, k, v, start_pos, k_start, k_pad)  # (B, H, S, Dh)
+        return self.o_proj(out.transpose(1, 2).reshape(B, S, self.n_heads * self.head_dim))
+
+    def _attend(self, q, k, v, q_start: int, k_start: int, k_pad):
+        S, T = q.shape[2], k.shape[2]
+        dropout_p = self.dropout if self.training else 0.0
+        plain = not self.window and k_pad is None and not self.alibi
+        if plain and (not self.causal or (S == T and q_start == k_start)):
+            # No explicit mask: lets SDPA pick its fused kernels (is_causal for the square case).
+            return sdpa(q, k, v, None, is_causal=self.causal, dropout_p=dropout_p, backend=self.backend)
+        q_pos, k_pos = positions(q_start, S, q.device), positions(k_start, T, q.device)
+        mask = attention_mask(q_pos, k_pos, causal=self.causal, window=self.window, padding_mask=k_pad)
+        keep = None
+        if mask is not None and k_pad is not None:
+            mask, keep = open_empty_rows(mask)  # (B, 1, S, T), (B, 1, S, 1)
+        if self.alibi:
+            bias = alibi_bias(self.n_heads, q_pos, k_pos, q.dtype)[None]  # (1, H, S, T)
+            mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+        out = sdpa(q, k, v, mask, dropout_p=dropout_p, backend=self.backend)
+        return out if keep is None else out * keep
+
+
+@register("cross", "cross")
+class CrossAttention(nn.Module):
+    """Decoder-to-encoder softmax attention (Vaswani et al. 2017, arXiv 1706.03762).
+
+    Queries come from the decoder stream, keys/values from the encoder output
+    ``memory``; GQA via ``ctx.n_kv_heads``. No positional encoding is applied
+    (the encoder output already carries positions). With a cache the projected
+    memory keys/values (and ``memory_mask``) are stored on the first call and
+    reused by every later decoding step, so ``memory`` may then be ``None``.
+    """
+
+    def __init__(self, ctx: LayerContext):
+        super().__init__()
+        if ctx.n_heads % ctx.n_kv_heads:
+            raise ValueError(f"n_heads ({ctx.n_heads}) must be a multiple of n_kv_heads ({ctx.n_kv_heads})")
+        self.n_heads, self.n_kv_heads, self.head_dim = ctx.n_heads, ctx.n_kv_heads, ctx.head_dim
+        self.n_rep = ctx.n_heads // ctx.n_kv_heads
+        self.backend = ctx.params.get("backend", "auto")
+        self.dropout = ctx.dropout
+        qkv_bias = ctx.bias or ctx.qkv_bias
+        d, hd = ctx.hidden_size, ctx.head_dim
+        self.q_proj = nn.Linear(d, ctx.n_heads * hd, bias=qkv_bias)
+        self.k_proj = nn.Linear(d, ctx.n_kv_heads * hd, bias=qkv_bias)
+        self.v_proj = nn.Linear(d, ctx.n_kv_heads * hd, bias=qkv_bias)
+        self.o_proj = nn.Linear(ctx.n_heads * hd, d, bias=ctx.bias)
+
+    def new_cache(self, batch: int, max_len: int, *, window: int = 0) -> KVCache:
+        return KVCache()
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None, *, cache: KVCache | None = None,
+                memory_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, S, _ = x.shape
+        q = self.q_proj(x).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, S, Dh)
+        if cache is not None and cache.k is not None:
+            k, v = cache.k, cache.v  # projected once, on the first call
+            if memory_mask is None:
+                memory_mask = cache.pad
+        else:
+            if memory is None:
+                raise ValueError("CrossAttention needs `memory` on the first call (empty cache)")
+            M = memory.shape[1]
+            k = self.k_proj(memory).view(B, M, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, M, Dh)
+            v = self.v_proj(memory).view(B, M, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            if cache is not None:
+                cache.k, cache.v, cache.length = k, v, M
+                cache.pad = None if memory_mask is None else memory_mask.to(torch.bool)
+        k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)  # (B, H, M, Dh)
+        mask = keep = None
+        if memory_mask is not None:
+            mask, keep = open_empty_rows(memory_mask.to(torch.bool)[:, None, None, :].expand(B, 1, S, k.shape[2]))
+        out = sdpa(q, k, v, mask, dropout_p=self.dropout if self.training else 0.0, backend=self.backend)
+        if keep is not None:
+            out = out * keep
+        return self.o_proj(out.transpose(1, 2).reshape(B, S, self.n_heads * self.head_dim))
