@@ -445,7 +445,7 @@ def _resolve_stack(design: Design, name: str, stack: Stack, warnings: list[str])
             config[cat] = info.resolve_params(given, [name, "params", cat])
             if given:
                 overrides[cat] = given
-        _check_layer(design, infos, config, [name], i)
+        _check_layer(design, infos, config, [name], i, slot.origin["attention"])
         unique.append(ResolvedLayer(name, i, i, att.name, infos["mlp"].name, infos["norm"].name, causal, has_cross, overrides, config))
     for cat in CATEGORIES + ("cross",):
         for key in getattr(stack_defaults, cat):
@@ -461,9 +461,14 @@ def _resolve_stack(design: Design, name: str, stack: Stack, warnings: list[str])
     return StackPlan(name, causal, tuple(unique), executed)
 
 
-def _check_layer(design: Design, infos: dict[str, KindInfo], config: dict[str, dict[str, Any]], path: list[Any], i: int) -> None:
-    """Cross-field checks between a layer's params and the model."""
+def _check_layer(design: Design, infos: dict[str, KindInfo], config: dict[str, dict[str, Any]], path: list[Any], i: int,
+                 att_origin: list[Any] | None = None) -> None:
+    """Cross-field checks between a layer's params and the model (``att_origin``: where the attention kind was set)."""
     att = config["attention"]
+    if design.positional == "alibi" and infos["attention"].name in ("linear", "causal_linear"):
+        raise DesignError.at(att_origin or path + ["attention"],
+                             f"{infos['attention'].name!r} (Performer) cannot apply positional 'alibi' (it has no score "
+                             f"matrix to bias); layer {i} of {path[0]}: use positional rope or none, or a softmax kind")
     if infos["attention"].name in ("spectral",) and design.max_seq_len > 65536:
         raise DesignError.at(path, f"layer {i}: spectral mixing keeps a filter per position; max_seq_len must be <= 65536, got {design.max_seq_len}")
     if infos["attention"].name == "frequency" and att["modes"] > design.max_seq_len // 2 + 1:

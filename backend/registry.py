@@ -151,7 +151,7 @@ ATTENTION: dict[str, KindInfo] = {
                 "num_param_tokens": P("int", 64, "learnable key/value parameter tokens per head", 1, 1 << 16),
                 "normalization": P("choice", "gelu_l2", "score normalisation: Tokenformer's L2+GeLU or softmax", choices=("gelu_l2", "softmax")),
             },
-            uses_positions=False,
+            cacheable=True, uses_positions=False,  # position-wise: its new_cache only counts tokens
         ),
         KindInfo(
             "spectral", "attention", "backend.nn.spectral:SpectralMixer",

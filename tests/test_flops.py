@@ -244,3 +244,85 @@ def test_fvcore_cross_check_on_real_weights():
     ours = flop_stats(resolve_plan(d), 64)["forward"]
     assert fvcore_forward_flops(Logits(model), (x,)) == ours
     assert whole_model_meta_flops(d, 64) == ours
+
+
+# ---------------------------------------------------------------------------
+# The newer kinds under their settings: lengths that are not powers of two or
+# span several Performer chunks, batch > 1, GQA, encoder and decoder stacks.
+
+def _enc(**over):
+    return {"architecture": "encoder", "task": "mlm", **over}
+
+
+KIND_VARIANTS = [
+    ("diff_attn", {}, {}, 100, 2),
+    ("diff_attn", {}, {"n_heads": 4, "n_kv_heads": 4}, 37, 1),
+    ("token_param", {"num_param_tokens": 16, "normalization": "softmax"}, {}, 50, 3),
+    ("token_param", {}, _enc(), 64, 1),
+    ("spectral", {}, {}, 100, 2),  # causal: n = next_pow2(200) = 256, kernel rFFT once per call
+    ("spectral", {"adaptive": True}, {}, 64, 3),
+    ("spectral", {}, _enc(), 100, 2),  # bidirectional: transforms at L = max_seq_len
+    ("spectral", {"adaptive": True}, _enc(hidden_size=96, n_heads=6, n_kv_heads=6), 17, 1),
+    ("frequency", {"modes": 8}, {}, 100, 2),
+    ("frequency", {"modes": 20, "mode_select": "random", "seed": 3}, {}, 30, 1),  # some modes absent at S=30
+    ("linear", {"nb_features": 32}, {"n_heads": 8, "n_kv_heads": 2}, 100, 2),
+    ("causal_linear", {}, {}, 100, 1),  # chunks of 64 + 36
+    ("causal_linear", {"nb_features": 48}, {"n_heads": 8, "n_kv_heads": 1}, 130, 2),
+    ("self_flex", {"window": 16, "prefix_len": 5, "softcap": 30.0}, {}, 100, 2),
+    ("self_flex", {"window": 8}, _enc(), 40, 1),
+]
+
+
+@pytest.mark.parametrize("attention,params,over,seq,batch", KIND_VARIANTS,
+                         ids=[f"{a}-{i}" for i, (a, *_rest) in enumerate(KIND_VARIANTS)])
+def test_kind_variants_match_closed_form(attention, params, over, seq, batch):
+    need("attention", attention)
+    d = kind_design(attention, **over)
+    if params:
+        d["layers"]["params"] = {"attention": params}
+    plan = resolve_plan(d)
+    r = flop_stats(plan, seq, batch)
+    ref = cf.model_flops(plan, batch, seq)
+    assert all(layer["components"]["attention"] > 0 for layer in r["per_executed_layer"])
+    assert close(r["forward"], ref["forward"]), (r["forward"], ref["forward"])
+    assert close(r["forward_causal"], ref["forward_causal"]), (r["forward_causal"], ref["forward_causal"])
+    if attention not in ("self_sdpa", "self_flex", "diff_attn"):
+        assert r["forward_causal"] == r["forward"]  # no S x S score matrix: nothing to halve
+    elif plan.layers[0].causal:
+        assert r["forward_causal"] < r["forward"]
+
+
+def test_causal_linear_chunk_constant_matches_module():
+    need("attention", "causal_linear")
+    from backend.nn.performer import CausalPerformerAttention
+
+    assert CausalPerformerAttention.chunk == cf.CAUSAL_LINEAR_CHUNK
+
+
+def test_causal_linear_closed_form_by_hand():
+    """D=64, H=4, KV=2, Dh=16, m=256, S=64 (one chunk), batch 1: every matmul written out."""
+    need("attention", "causal_linear")
+    plan = resolve_plan(kind_design("causal_linear"))
+    s, D, H, KV, Dh, m = 64, 64, 4, 2, 16, 256
+    proj = 2 * s * D * (H + 2 * KV) * Dh + 2 * s * H * Dh * D
+    feats = 2 * s * Dh * m * (H + KV)  # phi(q) on H heads, phi(k) on KV heads (before repeat_kv)
+    chunk = 2 * H * (s * s * m + s * m * Dh + s * s * Dh + s * m + m * s * Dh)  # qk^T, qS, av, q.z, S += k^T v
+    att = proj + feats + chunk
+    assert att == 17_956_864
+    assert cf.attention_flops(plan.design, "causal_linear", plan.layers[0].config["attention"], 1, s, causal=True) == (att, att)
+    assert flop_stats(plan, s)["components"]["attention"] == 2 * att
+
+
+def test_complex_matmul_counts_four_real_macs():
+    a = meta_input(3, 5, 7).to(torch.complex64)
+    b = meta_input(3, 7, 2).to(torch.complex64)
+    assert count(torch.bmm, a, b)[0] == 4 * 2 * 3 * 5 * 7 * 2
+    assert count(torch.bmm, a.real, b.real)[0] == 2 * 3 * 5 * 7 * 2
+
+
+def test_spectral_kernel_fft_is_counted_once_per_call():
+    need("attention", "spectral")
+    plan = resolve_plan(kind_design("spectral"))
+    one, three = flop_stats(plan, 64, 1), flop_stats(plan, 64, 3)
+    kernel_fft = cf.fft_flops(128, 4, real=True)  # H = 4 kernels, n = next_pow2(128)
+    assert three["components"]["attention"] == 3 * one["components"]["attention"] - 2 * 2 * kernel_fft

@@ -422,3 +422,15 @@ def test_plan_to_dict_shape():
 def test_plan_is_pure():
     stack = {"n_layers": 4, "pattern": "alternating", "rules": [{"when": {"every": 2}, "mlp": "moe"}]}
     assert plan_of(stack).to_dict() == plan_of(stack).to_dict()
+
+
+@pytest.mark.parametrize("kind,arch", [("linear", "encoder"), ("causal_linear", "decoder")])
+def test_alibi_with_performer_is_refused_at_the_attention_field(kind, arch):
+    task = "mlm" if arch == "encoder" else "lm"
+    e = err({"n_layers": 2, "attention": kind}, architecture=arch, task=task, positional="alibi")
+    assert e.path == "layers.attention" and "alibi" in str(e)
+    # set by a rule: the error names that rule's attention field
+    e = err({"n_layers": 2, "rules": [{"when": {"layer_idx": [1]}, "attention": kind}]}, architecture=arch, task=task,
+            positional="alibi")
+    assert e.path == "layers.rules[0].attention"
+    assert resolve_plan({"architecture": arch, "task": task, "positional": "rope", "layers": {"n_layers": 2, "attention": kind}})

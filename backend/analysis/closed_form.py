@@ -79,65 +79,147 @@ def fft_flops(n: int, batch: int = 1, *, real: bool = False) -> float:
 
 
 # ---------------------------------------------------------------------------
-# Per-kind formulas. Each attention function returns (linear, per_pair):
-# FLOPs that scale with tokens, and FLOPs per allowed (query, key) pair, for
-# batch B and length S; dense = linear + per_pair * S^2.
+# Per-kind formulas, written from each module's documented math (``backend/nn``),
+# one matmul / einsum / FFT at a time. Notation: B batch, S length, D hidden,
+# H heads, KV kv heads, Dh head dim, L = max_seq_len.
+#
+# What counts (the same set FlopCounterMode sees, plus explicit formulas):
+# every matmul / einsum / linear at 2 FLOPs per multiply-accumulate; a
+# *complex* multiply-accumulate is 4 real ones (8 FLOPs); FFTs by the
+# 5 N log2 N rule above. Element-wise work (exp of Performer features,
+# GeLU/L2 normalisation of token_param, sigmoid gates, the frequency-domain
+# pointwise product of a convolution, masks, lambda of diff_attn) and plain
+# reductions (softmax / normaliser row sums, Performer's ``sum phi(k)``)
+# count zero, like softmax and norms do.
+#
+# Each attention function returns (linear, per_pair, fixed): FLOPs that
+# scale with tokens, FLOPs per (query, key) pair of an S x S score matrix,
+# and batch-independent FLOPs (weights-only work done once per call);
+# dense = linear + per_pair * S^2 + fixed.
+
+# CausalPerformerAttention.chunk: the causal Performer evaluates its prefix
+# sums in chunks of this many tokens (a tests asserts it equals the module's).
+CAUSAL_LINEAR_CHUNK = 64
 
 
 def _dims(d: Any) -> tuple[int, int, int, int]:
     return d.hidden_size, d.n_heads, d.kv_heads, d.attn_head_dim
 
 
-def attention_terms(design: Any, kind: str, params: dict[str, Any], b: int, s: int) -> tuple[float, float]:
+def next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _proj_qkvo(design: Any, b: int, s: int) -> float:
     D, H, KV, Dh = _dims(design)
-    proj_qkvo = 2 * b * s * D * (H * Dh + 2 * KV * Dh) + 2 * b * s * H * Dh * D
+    return 2 * b * s * D * (H * Dh + 2 * KV * Dh) + 2 * b * s * H * Dh * D
+
+
+def attention_terms(design: Any, kind: str, params: dict[str, Any], b: int, s: int) -> tuple[float, float, float]:
+    """(linear, per_pair, fixed) forward FLOPs of one attention sublayer (see above)."""
+    D, H, KV, Dh = _dims(design)
+    proj = _proj_qkvo(design, b, s)
     if kind in ("self_sdpa", "self_flex", "cross"):
-        return proj_qkvo, 4 * b * H * Dh
+        # scores Q K^T (Dh MACs per pair and head) + values A V (Dh MACs)
+        return proj, 4 * b * H * Dh, 0.0
     if kind == "diff_attn":
-        # two softmax maps of half-width queries/keys (Dh/2 each) over full-width values:
-        # scores 2 * (2 * Dh/2) = 2 Dh, values 2 * 2 * Dh per pair and head.
-        return proj_qkvo, 2 * b * H * (2 * (Dh // 2) + 2 * Dh)
+        # q_proj D -> 2H maps of d = Dh/2, k_proj D -> 2KV maps of d, v_proj D -> KV heads of 2d:
+        # the same widths as softmax attention. Scores: 2H maps x d = H*Dh MACs per pair;
+        # the two maps are combined (A1 - lambda A2) *before* one A V over 2d = Dh channels:
+        # H*Dh MACs per pair. So 4 H Dh per pair, like softmax attention.
+        return proj, 2 * b * (2 * H * (Dh // 2)) + 2 * b * H * (2 * (Dh // 2)), 0.0
     if kind == "token_param":
         n = params.get("num_param_tokens", 64)
-        # queries from tokens (D -> H Dh), scores against n key tokens, mix n value tokens, out proj.
-        return 2 * b * s * D * H * Dh + 2 * b * s * H * n * Dh * 2 + 2 * b * s * H * Dh * D, 0.0
+        # q_proj D -> H Dh; scores q K_h^T against n parameter tokens; Theta(A) V_h; o_proj.
+        lin = 2 * b * s * D * H * Dh + 2 * b * s * H * n * Dh + 2 * b * s * H * n * Dh + 2 * b * s * H * Dh * D
+        return lin, 0.0, 0.0
     if kind in ("linear", "causal_linear"):
         m = params.get("nb_features", 256)
-        feat = 2 * 2 * b * H * s * Dh * m  # q' and k' random-feature projections
-        mix = 2 * 2 * b * H * s * m * Dh + 2 * b * H * s * m  # k'^T v (or prefix sums), q' (k'^T v), normaliser
-        return proj_qkvo + feat + mix, 0.0
+        # random features: q (H heads) and k (KV heads, before repeat_kv) times the (m, Dh) projection
+        feat = 2 * b * s * Dh * m * (H + KV)
+        if kind == "linear":
+            # kv = phi(K)^T V, num = phi(Q) kv (m x Dh per token and head), den = phi(Q) z
+            mix = 2 * b * H * s * m * Dh * 2 + 2 * b * H * s * m
+            return proj + feat + mix, 0.0, 0.0
+        # causal: chunks of c tokens; per chunk and head: a = q_c k_c^T (c*c*m), q_c S_run (c*m*Dh),
+        # a v_c (c*c*Dh), q_c . z_run (c*m), S_run += k_c^T v_c (m*c*Dh). The c x c products
+        # are computed in full and then masked (tril).
+        c = CAUSAL_LINEAR_CHUNK
+        sq = sum(min(c, s - i) ** 2 for i in range(0, s, c))
+        mix = 2 * b * H * (s * m * (2 * Dh + 1) + sq * (m + Dh))
+        return proj + feat + mix, 0.0, 0.0
     raise KeyError(kind)
 
 
 def attention_flops(design: Any, kind: str, params: dict[str, Any], b: int, s: int, *, causal: bool) -> tuple[float, float]:
-    """(dense, causal-aware) forward FLOPs of one attention sublayer."""
+    """(dense, causal-aware) forward FLOPs of one attention sublayer.
+
+    Causal-aware: softmax kinds (self_sdpa, self_flex, diff_attn) count only the
+    (query, key) pairs the mask allows; cross-attention sees every source
+    token. Kinds without an S x S score matrix (token_param, spectral,
+    frequency, linear, causal_linear) count the same in both figures: their
+    cost is what runs (causal_linear's masked c x c chunk blocks are O(S c)).
+    """
     if kind == "spectral":
-        return _spectral(design, params, b, s, causal)
+        f = _spectral(design, params, b, s, causal)
+        return f, f
     if kind == "frequency":
-        return _frequency(design, params, b, s)
-    lin, per_pair = attention_terms(design, kind, params, b, s)
-    dense = lin + per_pair * s * s
+        f = _frequency(design, params, b, s)
+        return f, f
+    lin, per_pair, fixed = attention_terms(design, kind, params, b, s)
+    dense = lin + per_pair * s * s + fixed
     window = params.get("window", 0) or 0
     prefix = params.get("prefix_len", 0) or 0
     pairs = attention_pairs(s, s, causal=causal and kind != "cross", window=window if kind != "cross" else 0, prefix=prefix)
-    return dense, lin + per_pair * pairs
+    return dense, lin + per_pair * pairs + fixed
 
 
-def _spectral(design: Any, params: dict[str, Any], b: int, s: int, causal: bool) -> tuple[float, float]:
-    D = design.hidden_size
-    n = 2 * s if causal else s  # causal: zero-padded convolution
-    f = fft_flops(n, b * D, real=True) * 2  # forward rfft + inverse irfft over every channel
-    if params.get("adaptive"):
-        f += 2 * b * s * D * D  # placeholder: replaced when the module's modulation is known
-    return f, f
+def _spectral(design: Any, params: dict[str, Any], b: int, s: int, causal: bool) -> float:
+    """SpectralMixer: v_proj, per-head FFT filtering along S, optional gate, o_proj.
 
-
-def _frequency(design: Any, params: dict[str, Any], b: int, s: int) -> tuple[float, float]:
+    Bidirectional: rfft of v zero-padded to L = max_seq_len, pointwise filter,
+    irfft at L (B*H*Dh real transforms each way, independent of S).
+    Causal: n = next_pow2(2S); rfft of v and irfft (B*H*Dh real transforms
+    each), plus the rfft of the H time-domain kernels (weights only: once per
+    call, whatever the batch). Adaptive: gate Linear(D, r) then Linear(r, H Dh),
+    r = max(8, D // 4).
+    """
     D, H, _, Dh = _dims(design)
-    m = min(params.get("modes", 32), s // 2 + 1)
-    f = fft_flops(s, b * D, real=True) * 2
-    f += 2 * 4 * b * m * H * Dh * Dh  # complex per-mode mixing (4 real MACs per complex MAC)
-    return f, f
+    f = 2 * b * s * D * H * Dh * 2  # v_proj + o_proj
+    if causal:
+        n = next_pow2(2 * s)
+        f += 2 * fft_flops(n, b * H * Dh, real=True) + fft_flops(n, H, real=True)
+    else:
+        L = design.max_seq_len
+        f += 2 * fft_flops(L, b * H * Dh, real=True)
+    if params.get("adaptive"):
+        r = max(8, D // 4)
+        f += 2 * b * s * D * r + 2 * b * s * r * H * Dh
+    return f
+
+
+def frequency_modes(seq_len: int, modes: int, method: str, seed: int) -> list[int]:
+    """FEDformer's mode choice (as ``FrequencyAttention`` documents it), for length L = max_seq_len."""
+    import random
+
+    modes = max(1, min(modes, seq_len // 2))
+    if method == "random":
+        return sorted(random.Random(seed).sample(range(seq_len // 2), modes))
+    return list(range(modes))
+
+
+def _frequency(design: Any, params: dict[str, Any], b: int, s: int) -> float:
+    """FrequencyAttention: q_proj, rfft over S, per kept mode a complex (Dh x Dh) mix per head, irfft, o_proj.
+
+    Kept modes at length S: those chosen for L = max_seq_len with index < S//2 + 1.
+    """
+    D, H, _, Dh = _dims(design)
+    idx = frequency_modes(design.max_seq_len, params.get("modes", 32), params.get("mode_select", "lowest"), params.get("seed", 0))
+    m = sum(1 for i in idx if i < s // 2 + 1)
+    f = 2 * b * s * D * H * Dh * 2  # q_proj + o_proj
+    f += 2 * fft_flops(s, b * H * Dh, real=True)  # rfft + irfft at S
+    f += 2 * 4 * b * H * m * Dh * Dh  # complex mixing: 4 real MACs per complex MAC
+    return f
 
 
 def mlp_flops(design: Any, kind: str, params: dict[str, Any], b: int, s: int) -> float:

@@ -13,6 +13,20 @@ conventional ``5 N log2 N`` real FLOPs per complex N-point transform
 the full ``FlopCounterMode`` for higher-order operators such as
 FlexAttention) and returns the total and a per-operator breakdown; the zero-FLOP check in the tests relies on every
 kind's work landing in one of these operators.
+
+Complex matmuls (FrequencyAttention's per-mode mixing, an einsum over complex
+spectra that decomposes into a complex ``bmm``): ``FlopCounterMode``'s
+formulas read shapes only and count 2 per multiply-accumulate whatever the
+dtype; a complex multiply-accumulate is 4 real ones, so the light counter
+multiplies matmul-like ops with a complex operand by 4 (the FFT formulas
+already count real FLOPs). Only the light counter does this; the
+``FlopCounterMode`` fallback (higher-order operators on real devices, never
+on meta) keeps torch's shape-only count.
+
+Plain reductions (``sum``), ``cumsum`` and element-wise ops have no formula
+and count zero by the DESIGN.md section 5 convention; the closed forms
+(``closed_form``) follow the same rule, so the two agree by construction of
+the convention, not of the code.
 """
 from __future__ import annotations
 
@@ -90,10 +104,16 @@ class _LightCounter(TorchDispatchMode):
         formula = _FORMULAS.get(packet)
         if formula is not None:
             n = int(formula(*args, **kwargs, out_val=out))
+            if packet not in FFT_FORMULAS and _complex(args):
+                n *= 4  # a complex multiply-accumulate is 4 real ones (module docstring)
             if n:
                 key = str(packet)
                 self.per_op[key] = self.per_op.get(key, 0) + n
         return out
+
+
+def _complex(args: Any) -> bool:
+    return any(isinstance(a, torch.Tensor) and a.is_complex() for a in args)
 
 
 _FORMULAS: dict[Any, Callable[..., int]] = {**flop_registry, **{k: shape_wrapper(v) for k, v in FFT_FORMULAS.items()}}

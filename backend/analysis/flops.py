@@ -23,7 +23,18 @@ How it is measured, per *distinct* layer (``parts.block``), batch 1:
   count is the router on all ``N`` tokens plus one expert traced on ``N``
   tokens times ``top_k``, plus each shared expert on all tokens -- exactly the
   active experts;
-* batch ``B`` multiplies everything (no op couples sequences).
+* batch ``B`` multiplies everything (no op couples sequences) except
+  weights-only work done once per call, which non-softmax kinds separate by
+  tracing at batch 1 and 2 (today: the rFFT of the causal spectral kernel);
+* what the tracer cannot see is added by formula in ``counting`` (FFTs,
+  complex matmuls at 4 real MACs each); reductions and element-wise ops
+  count zero on both sides (``closed_form`` lists them per kind).
+
+Causal-aware count per kind: softmax kinds (self_sdpa, self_flex, diff_attn)
+count the allowed pairs (causal ``S(S+1)/2``, windows and prefix-LM as
+masked); cross-attention all source tokens; token_param, spectral,
+frequency, linear and causal_linear have no S x S score matrix and count the
+same in both figures.
 
 Results are cached per (model settings, layer config, S), so a 70B design
 traces its one distinct layer once and sums 80 executed layers.
@@ -61,13 +72,22 @@ def mlp_flops_traced(mlp: torch.nn.Module, x: torch.Tensor) -> int:
     return total
 
 
-def _attention(fn, d: int, s: int, softmax: bool) -> tuple[int, float]:
-    """(FLOPs at s, pair coefficient c) with FLOPs(s) = a s + c s^2 for softmax kinds."""
+def _attention(fn, d: int, s: int, softmax: bool) -> tuple[float, float, float]:
+    """(per-sequence FLOPs at s, pair coefficient c, batch-independent FLOPs) of an attention sublayer.
+
+    Softmax kinds: FLOPs(s) = a s + c s^2, traced at s and 2s; every matmul of
+    theirs involves activations, so nothing is batch-independent. Other kinds:
+    traced at batch 1 and 2, FLOPs(B) = fixed + B * per_sequence, which
+    separates weights-only work done once per call (the spectral causal
+    kernel's rFFT) from per-sequence work.
+    """
     f1 = count(fn, meta_input(1, s, d))[0]
-    if not softmax:
-        return f1, 0.0
-    f2 = count(fn, meta_input(1, 2 * s, d))[0]
-    return f1, max(0.0, (f2 - 2 * f1) / (2.0 * s * s))
+    if softmax:
+        f2 = count(fn, meta_input(1, 2 * s, d))[0]
+        return f1, max(0.0, (f2 - 2 * f1) / (2.0 * s * s)), 0.0
+    fb = count(fn, meta_input(2, s, d))[0]
+    fixed = max(0, 2 * f1 - fb)
+    return f1 - fixed, 0.0, fixed
 
 
 @lru_cache(maxsize=4096)
@@ -83,7 +103,7 @@ def block_flops(mkey: str, lkey: str, causal: bool, cross: bool, seq: int) -> di
     kind = layer["attention"]
     softmax = ATTENTION[kind].softmax if kind in ATTENTION else False
 
-    att, c = _attention(lambda h: blk.attn(h), d, seq, softmax)
+    att, c, fixed = _attention(lambda h: blk.attn(h), d, seq, softmax)
     window = int(acfg.get("window", 0) or 0)
     prefix = int(acfg.get("prefix_len", 0) or 0)
     pairs = attention_pairs(seq, seq, causal=causal, window=window, prefix=prefix)
@@ -92,7 +112,7 @@ def block_flops(mkey: str, lkey: str, causal: bool, cross: bool, seq: int) -> di
 
     cross_f = cross_c = 0.0
     if cross and blk.cross is not None:
-        cross_f, cc = _attention(lambda h: blk.cross(h, h), d, seq, True)
+        cross_f, cc, _ = _attention(lambda h: blk.cross(h, h), d, seq, True)
         cross_c = cross_f  # cross-attention sees every source token
         pair_flops += cc * seq * seq
 
@@ -105,10 +125,11 @@ def block_flops(mkey: str, lkey: str, causal: bool, cross: bool, seq: int) -> di
     dense = {"attention": att + cross_f, "mlp": mlp, "norm": norm}
     causal_aware = {"attention": att_causal + cross_c, "mlp": mlp, "norm": norm}
     return {
-        "forward": dense,
+        "forward": dense,  # per sequence (times the batch)
         "forward_causal": causal_aware,
+        "fixed": {"attention": fixed},  # batch-independent, once per call (both figures)
         "attention_pairs_flops": pair_flops,  # the S x S part of the dense count
-        "total": sum(dense.values()),
+        "total": sum(dense.values()),  # per sequence, without "fixed"
         "total_causal": sum(causal_aware.values()),
     }
 
@@ -162,15 +183,17 @@ def flop_stats(plan: Plan, seq_len: int | None = None, batch: int = 1) -> dict[s
         keys = [parts.layer_key(layer) for layer in st["layers"]]
         for layer in sp.executed:
             r = block_flops(mkey, keys[layer.unique_index], bool(st["causal"]), bool(st.get("cross")), s)
+            fixed = r["fixed"]
             for k, v in r["forward"].items():
-                comp[k] += v * b
+                comp[k] += v * b + fixed.get(k, 0)
             for k, v in r["forward_causal"].items():
-                comp_causal[k] += v * b
+                comp_causal[k] += v * b + fixed.get(k, 0)
             pairs_total += r["attention_pairs_flops"] * b
+            extra = sum(fixed.values())
             per_layer.append({
-                "forward": r["total"] * b,
-                "forward_causal": r["total_causal"] * b,
-                "components": _scale(r["forward"], b),
+                "forward": r["total"] * b + extra,
+                "forward_causal": r["total_causal"] * b + extra,
+                "components": {k: v * b + fixed.get(k, 0) for k, v in r["forward"].items()},
             })
     fwd = sum(comp.values())
     fwd_c = sum(comp_causal.values())

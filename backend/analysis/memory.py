@@ -14,15 +14,30 @@ Assumptions, stated once:
   8 = 16 bytes/param as well; the split is reported. int8 is not a training
   dtype: its training figure uses the bf16 recipe.
 * **KV cache** (per executed layer: weight-shared layers still have one cache
-  each): softmax kinds store K and V for ``n_kv_heads`` heads, i.e.
-  ``2 * n_kv_heads * head_dim`` values per token (diff_attn the same: its two
-  maps split each head's query/key, K holds ``n_kv_heads*head_dim``, V too);
-  a sliding window caps the cached tokens at ``window`` (not with a prefix-LM
-  prefix, which stays visible); ``causal_linear``
-  keeps a constant prefix-sum state per sequence (``heads * m * (head_dim + 1)``
-  values), not per token; ``spectral``, ``token_param``, ``frequency`` and the
-  bidirectional ``linear`` cache nothing; cross-attention caches the encoder's
-  K/V once per *source* token.
+  each), what each module's cache object really holds after decoding
+  (checked against the tensors of a real cache in tests/test_memory.py):
+
+  - ``self_sdpa`` / ``self_flex``: ``KVCache`` with K and V of
+    (B, n_kv_heads, T, head_dim): ``2 * n_kv_heads * head_dim`` values per
+    token; a sliding window keeps the last ``window`` tokens (not with a
+    prefix-LM prefix, which stays visible);
+  - ``diff_attn``: ``KVCache`` with K of (B, 2 n_kv_heads, T, head_dim/2)
+    (two maps per kv head) and V of (B, n_kv_heads, T, head_dim): again
+    ``2 * n_kv_heads * head_dim`` per token;
+  - ``causal_linear``: ``StateCache`` with the running prefix sums
+    S (B, n_heads, m, head_dim) and z (B, n_heads, m), per *sequence*, not
+    per token: ``n_heads * m * (head_dim + 1)`` values, held in at least
+    float32 (the module computes its features in float32 when the model is
+    bf16/fp16);
+  - ``spectral`` (causal): ``StateCache`` holding every past ``v_proj``
+    output (B, T, n_heads, head_dim) for the convolution: ``n_heads *
+    head_dim`` values per token, in the model dtype (a real per-token cache);
+  - ``token_param``: a ``StateCache`` that only counts tokens: nothing;
+  - ``frequency`` and ``linear`` are bidirectional only: no cache;
+  - cross-attention: ``KVCache`` with the encoder's K/V, ``2 * n_kv_heads *
+    head_dim`` per *source* token, written once.
+  Padding masks (a bool per token, only when decoding with padding) are not
+  counted.
 * **Activations** (what backward needs; Korthikanti et al. 2022, "Reducing
   Activation Recomputation in Large Transformer Models", arXiv 2205.05198,
   section 4.1, generalised to GQA / gated / MoE widths): per layer and token,
@@ -43,7 +58,7 @@ from typing import Any
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 SOFTMAX_KINDS = ("self_sdpa", "self_flex", "diff_attn")
-NO_CACHE_KINDS = ("spectral", "token_param", "frequency", "linear")
+NO_CACHE_KINDS = ("token_param", "frequency", "linear")  # spectral (causal) caches its past inputs
 
 
 def dtype_bytes(dtype: str) -> int:
@@ -91,7 +106,9 @@ def layer_cache(design: Any, layer: Any, dtype: str = "bf16") -> dict[str, Any]:
         out["max_tokens"] = window or None
     elif layer.causal and att == "causal_linear":
         m = cfg.get("nb_features", 256)
-        out["state_bytes"] = h * m * (dh + 1) * b
+        out["state_bytes"] = h * m * (dh + 1) * max(b, 4)  # features run in >= float32
+    elif layer.causal and att == "spectral":
+        out["bytes_per_token"] = h * dh * b  # past v_proj outputs for the causal convolution
     if layer.cross:
         out["cross_bytes_per_source_token"] = 2 * kv * dh * b
     return out
