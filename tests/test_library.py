@@ -9,7 +9,6 @@ is fine.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import signal
 import sqlite3
@@ -181,26 +180,33 @@ def test_concurrent_saves_threads(db_url):
         lib.close()
 
 
-def _process_worker(url: str, name: str, worker: int, count: int, go) -> None:
-    go.wait(30)
-    lib = Library(url)
-    for i in range(count):
-        lib.save(tiny(n_layers=1 + (i % 2)), author=f"p{worker}", message=f"{worker}-{i}", name=name)
-    lib.close()
+_SAVE_WORKER = r"""
+import os, sys, time
+from backend.library import Library
+url, name, worker, count, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+deadline = time.monotonic() + 60
+while not os.path.exists(go) and time.monotonic() < deadline:  # start together
+    time.sleep(0.01)
+lib = Library(url)
+for i in range(count):
+    lib.save({"name": "p", "hidden_size": 32, "n_heads": 4, "vocab_size": 100, "max_seq_len": 64,
+              "layers": {"n_layers": 1 + i % 2}}, author=f"p{worker}", message=f"{worker}-{i}", name=name)
+lib.close()
+"""
 
 
-def test_concurrent_saves_processes(db_url):
+def test_concurrent_saves_processes(db_url, tmp_path):
+    # Plain subprocesses rather than multiprocessing's spawn: spawn re-runs the
+    # parent's __main__, which an earlier AppTest in the same session replaces.
     name, n_procs, per_proc = uname("procs"), 4, 8
     Library(db_url).close()  # create the schema once (also exercised concurrently by the workers)
-    ctx = mp.get_context("spawn")
-    go = ctx.Event()
-    procs = [ctx.Process(target=_process_worker, args=(db_url, name, w, per_proc, go)) for w in range(n_procs)]
-    for p in procs:
-        p.start()
-    go.set()
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0] * n_procs
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", _SAVE_WORKER, db_url, name, str(w), str(per_proc), str(go)],
+                              env=env, stderr=subprocess.PIPE, text=True) for w in range(n_procs)]
+    go.touch()
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * n_procs, errs
     with Library(db_url) as lib:
         revs = lib.revisions(name)
         assert [r.revision for r in revs] == list(range(1, n_procs * per_proc + 1))
