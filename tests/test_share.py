@@ -80,10 +80,10 @@ def _garbage() -> dict[str, str]:
 @pytest.mark.parametrize("kind", list(_garbage()))
 def test_garbage_links_give_design_error_quickly(kind):
     link = _garbage()[kind]
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: a busy machine can't flake it
     with pytest.raises(DesignError) as info:
         decode_design(link)
-    assert time.perf_counter() - t0 < 0.5
+    assert time.process_time() - t0 < 0.5
     msg = str(info.value)
     assert msg.startswith("share link") and "\n" not in msg
 

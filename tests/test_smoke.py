@@ -46,10 +46,10 @@ def _rss() -> int:
 def test_70b_refused_fast_without_allocating():
 
     before = _rss()
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: a busy machine can't flake it
     with pytest.raises(SmokeRefused) as info:
         smoke_test(SEVENTY_B, budget_bytes=8 * 2**30)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     assert elapsed < 1.0
     assert _rss() - before < 200 * 2**20  # nothing like 276 GB (or even 1 GB) was touched
     exc = info.value
