@@ -422,8 +422,6 @@ def _resolve_stack(design: Design, name: str, stack: Stack, warnings: list[str])
             raise DesignError.at(slot.origin["attention"], f"{att.name!r} cannot run in a causal (decoder) stack{alt}; layer {i} of {name}")
         if not causal and not att.bidirectional:
             raise DesignError.at(slot.origin["attention"], f"{att.name!r} cannot run in a bidirectional (encoder) stack; layer {i} of {name}")
-        if design.positional == "alibi" and att.name == "self_flex":
-            pass  # flex takes alibi through its score mod either way
         cats = CATEGORIES + (("cross",) if has_cross else ())
         overrides: dict[str, dict[str, Any]] = {}
         config: dict[str, dict[str, Any]] = {}
@@ -476,8 +474,6 @@ def _check_layer(design: Design, infos: dict[str, KindInfo], config: dict[str, d
     mlp = config["mlp"]
     if infos["mlp"].name == "moe" and mlp["top_k"] > mlp["num_experts"]:
         raise DesignError.at(path + ["params", "mlp", "top_k"], f"layer {i}: must be <= num_experts {mlp['num_experts']}, got {mlp['top_k']}")
-    if infos["attention"].name == "diff_attn" and design.n_heads % 2:
-        pass  # diff_attn splits each head's dimension, any head count works
     if infos["attention"].name == "diff_attn" and design.attn_head_dim % 2:
         raise DesignError.at(path, f"layer {i}: diff_attn splits each head in two and needs an even head_dim, got {design.attn_head_dim}")
 

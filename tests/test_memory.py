@@ -10,7 +10,7 @@ from backend.presets import find_preset
 
 def preset(name: str):
     if find_preset(name) is None:
-        pytest.skip(f"preset {name!r} is not in presets/")
+        pytest.fail(f"preset {name!r} is not in presets/")
     return resolve_plan(name)
 
 

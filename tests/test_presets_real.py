@@ -48,7 +48,7 @@ def test_preset_loads_plans_and_builds_on_meta(name):
     cfg = model_config(plan)
     missing = _missing_kinds(cfg)
     if missing:
-        pytest.skip(f"kinds not written yet: {missing}")
+        pytest.fail(f"kinds not written yet: {missing}")
     model = build_model(cfg, device="meta")
     assert all(p.is_meta for p in model.parameters())
     for name_, st in plan.stacks.items():
@@ -64,7 +64,7 @@ def test_preset_plan_cli():
 def test_published_parameter_counts_on_meta():
     missing = _missing_kinds(model_config("gpt2_small"))
     if missing:
-        pytest.skip(f"kinds not written yet: {missing}")
+        pytest.fail(f"kinds not written yet: {missing}")
     t0 = time.process_time()  # CPU time: a busy machine can't flake it
     counts = {}
     for name, expected in PUBLISHED.items():
@@ -82,13 +82,13 @@ def test_published_parameter_counts_on_meta():
 def test_shaped_like_published_models(name, expected):
     cfg = model_config(name)
     if _missing_kinds(cfg):
-        pytest.skip("kinds not written yet")
+        pytest.fail("kinds not written yet")
     assert sum(p.numel() for p in build_model(cfg, device="meta").parameters()) == expected
 
 
 def test_mixtral_structure():
     if _missing_kinds(model_config("mixtral_8x7b")):
-        pytest.skip("self_sdpa not written yet")
+        pytest.fail("self_sdpa not written yet")
     m = build_model("mixtral_8x7b", device="meta")
     blk = m.stacks["layers"].blocks[0]
     assert blk.mlp.router.weight.shape == (8, 4096)
@@ -98,7 +98,7 @@ def test_mixtral_structure():
 
 def test_gpt2_state_dict_names():
     if _missing_kinds(model_config("gpt2_small")):
-        pytest.skip("self_sdpa not written yet")
+        pytest.fail("self_sdpa not written yet")
     m = build_model("gpt2_small", device="meta")
     sd = m.state_dict()
     assert sd["pos.weight"].shape == (1024, 768)

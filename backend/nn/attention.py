@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .common import KVCache, LayerContext, alibi_bias, apply_rope, attention_mask, open_empty_rows
+from .common import add_qkvo, KVCache, LayerContext, alibi_bias, apply_rope, attention_mask, open_empty_rows
 from .common import positions, register, repeat_kv, rope_cos_sin
 
 _KERNELS = {
@@ -71,12 +71,7 @@ class SelfSDPA(nn.Module):
         self.alibi = ctx.positional == "alibi"
         self.rope_theta = ctx.rope_theta
         self.dropout = ctx.dropout
-        qkv_bias = ctx.bias or ctx.qkv_bias
-        d, hd = ctx.hidden_size, ctx.head_dim
-        self.q_proj = nn.Linear(d, ctx.n_heads * hd, bias=qkv_bias)
-        self.k_proj = nn.Linear(d, ctx.n_kv_heads * hd, bias=qkv_bias)
-        self.v_proj = nn.Linear(d, ctx.n_kv_heads * hd, bias=qkv_bias)
-        self.o_proj = nn.Linear(ctx.n_heads * hd, d, bias=ctx.bias)
+        add_qkvo(self, ctx)  # q_proj, k_proj, v_proj, o_proj
 
     def new_cache(self, batch: int, max_len: int, *, window: int = 0) -> KVCache:
         """Expanding cache, or a sliding one of the layer's own window (else the caller's)."""
@@ -138,12 +133,7 @@ class CrossAttention(nn.Module):
         self.n_rep = ctx.n_heads // ctx.n_kv_heads
         self.backend = ctx.params.get("backend", "auto")
         self.dropout = ctx.dropout
-        qkv_bias = ctx.bias or ctx.qkv_bias
-        d, hd = ctx.hidden_size, ctx.head_dim
-        self.q_proj = nn.Linear(d, ctx.n_heads * hd, bias=qkv_bias)
-        self.k_proj = nn.Linear(d, ctx.n_kv_heads * hd, bias=qkv_bias)
-        self.v_proj = nn.Linear(d, ctx.n_kv_heads * hd, bias=qkv_bias)
-        self.o_proj = nn.Linear(ctx.n_heads * hd, d, bias=ctx.bias)
+        add_qkvo(self, ctx)  # q_proj, k_proj, v_proj, o_proj
 
     def new_cache(self, batch: int, max_len: int, *, window: int = 0) -> KVCache:
         return KVCache()

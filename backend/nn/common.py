@@ -243,3 +243,20 @@ ACTIVATIONS = {
 
 def linear(d_in: int, d_out: int, bias: bool) -> nn.Linear:
     return nn.Linear(d_in, d_out, bias=bias)
+
+
+def add_qkvo(module: nn.Module, ctx: LayerContext) -> None:
+    """Give ``module`` the q/k/v/o projections of (GQA) multi-head attention.
+
+    q_proj: D -> H*Dh, k_proj / v_proj: D -> H_kv*Dh (bias: ``bias`` or
+    ``qkv_bias``), o_proj: H*Dh -> D (bias: ``bias``). Shared by every kind
+    with this layout so their state-dict names and shapes stay identical.
+    """
+    if ctx.n_heads % ctx.n_kv_heads:
+        raise ValueError(f"n_heads ({ctx.n_heads}) must be a multiple of n_kv_heads ({ctx.n_kv_heads})")
+    qkv_bias = ctx.bias or ctx.qkv_bias
+    d, hd = ctx.hidden_size, ctx.head_dim
+    module.q_proj = nn.Linear(d, ctx.n_heads * hd, bias=qkv_bias)
+    module.k_proj = nn.Linear(d, ctx.n_kv_heads * hd, bias=qkv_bias)
+    module.v_proj = nn.Linear(d, ctx.n_kv_heads * hd, bias=qkv_bias)
+    module.o_proj = nn.Linear(ctx.n_heads * hd, d, bias=ctx.bias)

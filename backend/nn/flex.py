@@ -28,7 +28,7 @@ import warnings
 import torch
 from torch import nn
 
-from .common import KVCache, LayerContext, alibi_slopes, apply_rope, open_empty_rows, positions, register, repeat_kv, rope_cos_sin
+from .common import add_qkvo, KVCache, LayerContext, alibi_slopes, apply_rope, open_empty_rows, positions, register, repeat_kv, rope_cos_sin
 
 try:  # FlexAttention is new (torch >= 2.5); the math path below needs nothing from it.
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -74,12 +74,7 @@ class SelfFlex(nn.Module):
         self.rope = ctx.positional == "rope"
         self.rope_theta = ctx.rope_theta
         self.scale = 1.0 / math.sqrt(ctx.head_dim)
-        qkv_bias = ctx.bias or ctx.qkv_bias
-        d, hd = ctx.hidden_size, ctx.head_dim
-        self.q_proj = nn.Linear(d, ctx.n_heads * hd, bias=qkv_bias)
-        self.k_proj = nn.Linear(d, ctx.n_kv_heads * hd, bias=qkv_bias)
-        self.v_proj = nn.Linear(d, ctx.n_kv_heads * hd, bias=qkv_bias)
-        self.o_proj = nn.Linear(ctx.n_heads * hd, d, bias=ctx.bias)
+        add_qkvo(self, ctx)  # q_proj, k_proj, v_proj, o_proj
 
     def new_cache(self, batch: int, max_len: int, *, window: int = 0) -> KVCache:
         # Prefix-LM keeps the prefix visible forever: a sliding cache would drop it.

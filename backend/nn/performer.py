@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import LayerContext, StateCache, apply_rope, positions, register, repeat_kv, rope_cos_sin
+from .common import add_qkvo, LayerContext, StateCache, apply_rope, positions, register, repeat_kv, rope_cos_sin
 
 _EPS = 1e-4  # added to every random feature, as in the paper's code (keeps features > 0)
 
@@ -81,14 +81,9 @@ class _FavorBase(nn.Module):
         self.fix_projection = bool(p.get("fix_projection", True))
         self.rope = ctx.positional == "rope"
         self.rope_theta = ctx.rope_theta
-        qkv_bias = ctx.bias or ctx.qkv_bias
-        d, hd = ctx.hidden_size, ctx.head_dim
-        self.q_proj = nn.Linear(d, ctx.n_heads * hd, bias=qkv_bias)
-        self.k_proj = nn.Linear(d, ctx.n_kv_heads * hd, bias=qkv_bias)
-        self.v_proj = nn.Linear(d, ctx.n_kv_heads * hd, bias=qkv_bias)
-        self.o_proj = nn.Linear(ctx.n_heads * hd, d, bias=ctx.bias)
+        add_qkvo(self, ctx)  # q_proj, k_proj, v_proj, o_proj
         # Persistent: a state dict carries the features it was trained with.
-        self.register_buffer("projection", torch.empty(self.nb_features, hd))  # (m, Dh)
+        self.register_buffer("projection", torch.empty(self.nb_features, ctx.head_dim))  # (m, Dh)
         self.calls_since_redraw = 0
         self.redraw_projection()
 
