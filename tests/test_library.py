@@ -313,7 +313,7 @@ def test_library_page_load_diff_delete(tmp_path, monkeypatch):
         lib.save(tiny(), author="alice", message="one", name="page-demo")
         lib.save(tiny(n_layers=3), author="bob", message="two", name="page-demo")
         first_yaml = lib.get("page-demo", 1).design_yaml
-    at = AppTest.from_file(str(ROOT / "app" / "pages" / "library.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "app" / "views" / "library.py"), default_timeout=60)
     at.session_state["design_yaml"] = first_yaml
     at.run()
     assert not at.exception and not at.error

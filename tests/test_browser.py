@@ -1,0 +1,183 @@
+"""End-to-end: Debian's Chromium (Playwright) against a real ``streamlit run app/main.py``.
+
+Loads the designer from a share link, box-selects layers on the grid and
+paints a kind, edits a cell of the layer table, sees the metrics change,
+downloads the YAML and checks it, and saves screenshots to test-artifacts/.
+Never runs ``playwright install``: it drives /usr/bin/chromium.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is missing (CI installs Debian's chromium; `apt-get install chromium`)", allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    env = {**os.environ, "BACKEND_APP_PASSWORD": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.3)
+            if proc.poll() is not None:
+                raise RuntimeError("streamlit exited: " + proc.stdout.read().decode(errors="replace")[-2000:])
+        else:
+            raise RuntimeError("streamlit did not become healthy within 60 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _metric(page, label: str) -> str:
+    box = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
+    return box.locator('[data-testid="stMetricValue"]').inner_text()
+
+
+def _wait_idle(page, timeout: float = 30) -> None:
+    """Wait until the app is not running a script (the status widget disappears)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout * 1000)
+    page.wait_for_timeout(200)
+
+
+def _wait_metric_change(page, label: str, old: str, timeout: float = 30) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = _metric(page, label)
+        if value != old:
+            return value
+        page.wait_for_timeout(250)
+    raise AssertionError(f"metric {label!r} stayed {old!r}")
+
+
+def test_paint_edit_download(server, browser, tmp_path):
+    from backend.share import encode_design
+    from backend.spec import parse_design_text
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    token = encode_design({"name": "browser-test", "layers": {"n_layers": 8}})
+    page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+    page.set_default_timeout(30_000)
+    page.goto(f"{server}/?d={token}")
+    page.wait_for_selector('[data-testid="stMetricValue"]')
+    page.get_by_text("browser-test").first.wait_for()
+    _wait_idle(page)
+    params0 = _metric(page, "Parameters (unique)")
+
+    # -- box-select the first layers on the grid (box select is the figure's default drag mode)
+    drag = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first
+    bb = drag.bounding_box()
+    assert bb, "the grid's plot area is not visible"
+    page.mouse.move(bb["x"] + bb["width"] * 0.01, bb["y"] + bb["height"] * 0.03)
+    page.mouse.down()
+    page.mouse.move(bb["x"] + bb["width"] * 0.45, bb["y"] + bb["height"] * 0.30, steps=12)
+    page.mouse.up()
+    page.get_by_text("executed layers selected").first.wait_for()
+    _wait_idle(page)
+    sel = page.locator("p").filter(has_text="executed layers selected").first.inner_text()
+    assert int(sel.split()[0]) >= 2, sel
+
+    # -- brush: spectral attention, then paint
+    kind = page.locator('[data-testid="stSelectbox"]').filter(has_text="Kind").first
+    kind.locator("input").click()
+    page.keyboard.type("spectral")
+    page.keyboard.press("Enter")
+    _wait_idle(page)
+    page.get_by_role("button", name="Paint selection").click()
+    params1 = _wait_metric_change(page, "Parameters (unique)", params0)
+    _wait_idle(page)
+    assert page.locator('[data-testid="stPlotlyChart"]').first.get_by_text("SPEC").count() >= 1
+    page.screenshot(path=str(ARTIFACTS / "browser_designer_painted.png"), full_page=True)
+
+    # -- edit a cell of the layer table: last layer's MLP -> moe (glide-data-grid: double-click, type, Enter)
+    table = page.locator('[data-testid="stDataFrame"]').first
+    table.scroll_into_view_if_needed()
+    tb = table.bounding_box()
+    # click the first cell of the last row (row height 35 px, header 35 px), move to the mlp column
+    row_y = tb["y"] + 35 + 35 * 7 + 17
+    page.mouse.click(tb["x"] + 30, row_y)
+    for _ in range(3):  # unique layer -> executed as -> attention -> mlp
+        page.keyboard.press("ArrowRight")
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(400)
+    page.keyboard.type("moe")
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(300)
+    page.keyboard.press("Escape")
+    params2 = _wait_metric_change(page, "Parameters (unique)", params1)
+    _wait_idle(page)
+    page.screenshot(path=str(ARTIFACTS / "browser_designer_edited.png"), full_page=True)
+    assert params2 != params1
+
+    # -- download the YAML from the export page and check its content
+    page.get_by_role("link", name="Export / Import").click()
+    page.get_by_role("button", name="Download YAML").wait_for()
+    _wait_idle(page)
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Download YAML").click()
+    download = info.value
+    assert download.suggested_filename.endswith((".yaml", ".yml"))
+    path = tmp_path / download.suggested_filename
+    download.save_as(path)
+    text = path.read_text()
+    design = parse_design_text(text, "yaml")
+    assert design.name == "browser-test"
+    assert "spectral" in text and "moe" in text
+    from backend.plan import resolve_plan
+
+    layers = resolve_plan(design).stacks["layers"].unique
+    assert layers[0].attention == "spectral"
+    assert layers[-1].mlp == "moe"
+    page.screenshot(path=str(ARTIFACTS / "browser_export.png"), full_page=True)
+    page.close()
