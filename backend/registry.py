@@ -79,7 +79,7 @@ class KindInfo:
     # attention-only capabilities
     causal: bool = True  # can run in a causal (decoder) stack
     bidirectional: bool = True  # can run in a bidirectional (encoder) stack
-    cacheable: bool = False  # supports incremental decoding with a cache
+    cacheable: bool = False  # supports incremental decoding with a cache (in causal stacks)
     uses_positions: bool = True  # applies rope / alibi when the model uses them
     softmax: bool = False  # a softmax attention (allowed as cross-attention)
 
@@ -160,7 +160,7 @@ ATTENTION: dict[str, KindInfo] = {
             {
                 "adaptive": P("bool", False, "input-adaptive modulation of the filter (small MLP on the input)"),
             },
-            uses_positions=False,
+            cacheable=True, uses_positions=False,
         ),
         KindInfo(
             "frequency", "attention", "backend.nn.frequency:FrequencyAttention",

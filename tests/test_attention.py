@@ -24,7 +24,7 @@ for _info in list(ATTENTION.values()) + [CROSS]:
 KINDS = list(ATTENTION)
 CAUSAL_KINDS = [k for k, info in ATTENTION.items() if info.causal]
 # Kinds whose step-by-step decoding must equal the full forward pass.
-DECODABLE = [k for k, info in ATTENTION.items() if info.cacheable] + ["spectral", "token_param"]
+DECODABLE = [k for k, info in ATTENTION.items() if info.cacheable]
 MODES = [(k, c) for k, info in ATTENTION.items() for c in (True, False)
          if (c and info.causal) or (not c and info.bidirectional)]
 
