@@ -281,6 +281,23 @@ def test_compare_page_marks_differences():
     assert len(at.dataframe) == 2
 
 
+def test_compare_against_a_library_design():
+    import os
+
+    from backend.library import Library
+
+    saved = {**SMALL, "name": "saved-one", "layers": {**SMALL["layers"], "n_layers": 3}}
+    with Library(os.environ["BACKEND_DATABASE_URL"]) as lib:
+        lib.save(saved, author="t", message="for compare")
+    at = _app(SMALL)
+    _page(at, "compare")
+    assert "library: saved-one" in at.selectbox(key="compare_b").options
+    at.selectbox(key="compare_b").set_value("library: saved-one").run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = " ".join(str(df.value) for df in at.dataframe)
+    assert "saved-one" in text and "small-test" in text
+
+
 def test_library_page_runs():
     at = _app(SMALL)
     at.switch_page("views/library.py").run()
