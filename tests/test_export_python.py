@@ -289,6 +289,123 @@ def test_only_the_modules_the_design_uses():
     assert text.index("# backend/nn/mlp.py") < text.index("# backend/nn/moe.py") < text.index("# backend/nn/model.py")
 
 
+# Pruning: only the classes the design uses. The expected sets are written by
+# hand from the designs: the model assembly (model.py) plus the one class per
+# kind the design names (and the bases / caches those need).
+_MODEL_CLASSES = {"LayerContext", "ModelOutput", "Block", "FlowSpeed", "Stack", "ModelCache", "Transformer"}
+_EXPECTED_CLASSES = {
+    # rope (a _Marker), rms, self_sdpa (KV cache), swiglu
+    "llama2_7b": {"_Marker", "RoPE", "RMSNorm", "SelfSDPA", "KVCache", "GatedMLP"},
+    # learned positions, layer norm, self_sdpa, plain two-layer mlp
+    "gpt2_small": {"LearnedPositions", "LayerNorm", "SelfSDPA", "KVCache", "DenseMLP"},
+    # llama's kinds plus the mixture of experts with swiglu experts
+    "mixtral_8x7b": {"_Marker", "RoPE", "RMSNorm", "SelfSDPA", "KVCache", "MoE", "GatedMLP"},
+    # encoder-decoder: alibi, rms, self_sdpa, cross-attention, plain mlp
+    "t5_style": {"_Marker", "ALiBi", "RMSNorm", "SelfSDPA", "CrossAttention", "KVCache", "DenseMLP"},
+    # encoder-decoder: rope, rms, self_sdpa, cross-attention, swiglu
+    "encdec_kv_cache": {"_Marker", "RoPE", "RMSNorm", "SelfSDPA", "CrossAttention", "KVCache", "GatedMLP"},
+}
+
+
+def _top_level(text: str) -> tuple[set[str], set[str], dict[str, ast.AST]]:
+    """(class names, function names, assigned name -> value node) at the top of ``text``."""
+    tree = ast.parse(text)
+    classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    funcs = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assigns = {t.id: n.value for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    assigns.update({n.target.id: n.value for n in tree.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)})
+    return classes, funcs, assigns
+
+
+@pytest.mark.parametrize("name", sorted(_EXPECTED_CLASSES))
+def test_only_the_classes_the_design_uses(name):
+    classes, funcs, assigns = _top_level(rendered(name))
+    assert classes == _MODEL_CLASSES | _EXPECTED_CLASSES[name]
+    # never the unused norms, nor cross-attention in a decoder-only model
+    assert not {"ScaleNorm", "ReZero", "AdaptiveNorm", "StateCache", "PerformerAttention", "SpectralMixer"} & classes
+    assert ("CrossAttention" in classes) == (name in ("t5_style", "encdec_kv_cache"))
+    # the registry machinery always stays
+    assert {"REGISTRY", "register", "LayerContext"} <= set(assigns) | funcs | classes
+    assert {"build_model", "count_parameters", "main"} <= funcs
+
+
+def test_unused_helpers_go_with_their_classes():
+    _, funcs, assigns = _top_level(rendered("llama2_7b"))
+    # mlp.py's MoE-expert factory and squared ReLU serve nothing in a swiglu decoder
+    assert not {"make_mlp", "relu2", "linear"} & funcs
+    assert not {"MLP_CLASSES", "ACTIVATIONS"} & set(assigns)
+    assert {"ffn_width", "rope_cos_sin", "apply_rope", "repeat_kv", "add_qkvo"} <= funcs
+    assert "GATES" in assigns
+    # mixtral keeps the expert factory; its class table names only the classes kept
+    classes, funcs, assigns = _top_level(rendered("mixtral_8x7b"))
+    assert {"make_mlp", "ffn_width"} <= funcs and "relu2" not in funcs
+    table = assigns["MLP_CLASSES"]
+    assert {ast.literal_eval(k) for k in table.keys} == {"swiglu", "geglu", "reglu"}
+    assert {v.id for v in table.values} == {"GatedMLP"}
+    # gpt2: DenseMLP needs ACTIVATIONS and relu2 (its kind "relu2" branch), not the gated table
+    _, funcs, assigns = _top_level(rendered("gpt2_small"))
+    assert "relu2" in funcs and "ACTIVATIONS" in assigns and "GATES" not in assigns
+
+
+def test_kept_code_is_the_original_source_text():
+    """Kept classes are copied verbatim (comments, docstrings, layout), not regenerated."""
+    text = rendered("llama2_7b")
+    for stem, names in {"norms": ("RMSNorm",), "attention": ("SelfSDPA", "sdpa"), "mlp": ("GatedMLP",), "common": ("KVCache", "register")}.items():
+        source = (Path(__file__).resolve().parent.parent / "backend" / "nn" / f"{stem}.py").read_text(encoding="utf-8")
+        for node in ast.parse(source).body:
+            if getattr(node, "name", None) in names:
+                assert ast.get_source_segment(source, node) in text, (stem, node.name)
+    assert "self.w2 = nn.Linear(h, d, bias=ctx.bias)  # down (residual output)" in text  # inline comments survive
+
+
+_TINY = {"name": "t", "hidden_size": 32, "n_heads": 2, "vocab_size": 50, "max_seq_len": 32, "norm": "layer",
+         "layers": {"n_layers": 2, "mlp": "mlp"}}
+_CUSTOM = {
+    "scale_sinusoidal": ({"norm": "scale", "positional": "sinusoidal"}, {"ScaleNorm", "SinusoidalPositions", "SelfSDPA", "KVCache", "DenseMLP"}),
+    "rezero": ({"norm": "rezero"}, {"ReZero", "_Marker", "RoPE", "SelfSDPA", "KVCache", "DenseMLP"}),
+    "adaptive_alibi": ({"norm": "adaptive", "positional": "alibi"}, {"AdaptiveNorm", "_Marker", "ALiBi", "SelfSDPA", "KVCache", "DenseMLP"}),
+    "moe_relu2": ({"layers": {"n_layers": 2, "mlp": "moe", "params": {"mlp": {"num_experts": 2, "top_k": 1, "expert": "relu2"}}}},
+                  {"LayerNorm", "_Marker", "RoPE", "SelfSDPA", "KVCache", "MoE", "DenseMLP"}),
+    "performer_encoder": ({"architecture": "encoder", "task": "mlm", "layers": {"n_layers": 2, "attention": "linear"}},
+                          {"LayerNorm", "_Marker", "RoPE", "_FavorBase", "PerformerAttention", "GatedMLP"}),
+}
+
+
+def _load_exported(text: str, tmp_path: Path, name: str):
+    import importlib.util
+
+    path = tmp_path / f"{name}.py"
+    path.write_text(text, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(f"_pruned_export_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+@pytest.mark.parametrize("case", sorted(_CUSTOM))
+def test_pruned_file_for_other_kinds_matches_backend(case, tmp_path):
+    """Kinds no preset uses: the pruned file keeps exactly their classes and still matches the backend."""
+    extra, expected = _CUSTOM[case]
+    design = load_design({**_TINY, **extra})
+    text = render(design)
+    classes, funcs, assigns = _top_level(text)
+    assert classes == _MODEL_CLASSES | expected
+    if case == "moe_relu2":
+        assert {ast.literal_eval(k) for k in assigns["MLP_CLASSES"].keys} == {"relu2", "mlp"}
+    module = _load_exported(text, tmp_path, case)
+    torch.manual_seed(0)
+    ref = build_model(design, device="cpu").eval()
+    model = module.build_model(device="cpu").eval()
+    model.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randint(0, design.vocab_size, (BATCH, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(model(x).output, ref(x).output, atol=1e-6)
+
+
 def test_export_bytes_python():
     name, data, mime = export_bytes(PRESETS[0], "python")
     assert name.endswith(".py") and name.replace(".py", "").isidentifier() and mime == "text/x-python"

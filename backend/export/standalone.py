@@ -12,10 +12,17 @@ Assembly:
    of every attention / MLP / norm / positional kind the plan uses, and the
    sibling modules they import (transitively);
 2. ordered so that every module comes after the siblings it imports;
-3. top-level imports hoisted into one deduplicated block, sibling imports
+3. pruned to what the design uses (:func:`prune`): a class registered with
+   ``@register(category, *names)`` stays only when the design uses one of its
+   kinds (``backend.build.kinds_used``), then any other top-level function,
+   class or assignment that nothing kept refers to goes too (``model.py``,
+   ``REGISTRY``, ``register``, ``LayerContext`` and imports always stay); the
+   kept statements are copied as their original source text, comments and
+   docstrings included;
+4. top-level imports hoisted into one deduplicated block, sibling imports
    removed (the names are already defined above), module docstrings turned
    into section comments;
-4. the design and the model config embedded as data.
+5. the design and the model config embedded as data.
 
 Safety: user text (name, description, any string in the design) reaches the
 file only inside data literals written with :func:`ascii`, which always
@@ -263,14 +270,196 @@ def check_collisions(modules: list[NNModule]) -> None:
             seen[name] = f"backend/nn/{mod.name}.py"
 
 
+# ---------------------------------------------------------------------------
+# Pruning: only the classes and helpers the design uses
+
+# Always kept, whatever refers to them: the registry machinery the model relies on.
+ALWAYS_KEEP = ("REGISTRY", "register", "LayerContext")
+
+
+@dataclass
+class Pruning:
+    """What :func:`prune` decided, per module: top-level statements (indices
+    into ``tree.body``) to leave out, and dict assignments to rewrite."""
+
+    drop: dict[str, set[int]]
+    rewrite: dict[str, dict[int, str]]
+
+    def dropped(self, mod: str, index: int) -> bool:
+        return index in self.drop.get(mod, set())
+
+
+def registered_kinds(node: ast.stmt) -> list[tuple[str, str]] | None:
+    """``(category, kind)`` pairs of a class decorated ``@register("cat", "kind", ...)``.
+
+    None when the statement is not such a class, or when a ``register`` call
+    has anything but string literals (then it cannot be pruned by kind).
+    """
+    if not isinstance(node, ast.ClassDef):
+        return None
+    kinds: list[tuple[str, str]] = []
+    for dec in node.decorator_list:
+        if isinstance(dec, ast.Call) and isinstance(dec.func, ast.Name) and dec.func.id == "register":
+            args = dec.args
+            if dec.keywords or len(args) < 2 or not all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in args):
+                return None
+            cat = args[0].value
+            kinds += [(cat, a.value) for a in args[1:]]
+    return kinds or None
+
+
+def _defined_names(node: ast.stmt) -> set[str] | None:
+    """Names a prunable top-level statement defines; None when it is not prunable."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, ast.Assign):
+        names: set[str] = set()
+        for t in node.targets:
+            elts = t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t]
+            if not all(isinstance(e, ast.Name) for e in elts):
+                return None
+            names.update(e.id for e in elts)
+        return names
+    if isinstance(node, ast.AnnAssign) and node.value is not None and isinstance(node.target, ast.Name):
+        return {node.target.id}
+    return None
+
+
+def _skipped_by_strip(node: ast.stmt, index: int) -> bool:
+    """Statements :func:`strip_module` removes anyway (imports, docstring, ``__all__``, main guard)."""
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return True
+    if index == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+        return True
+    if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+        return True
+    return isinstance(node, ast.If) and _is_main_guard(node)
+
+
+def _dict_value(node: ast.stmt) -> ast.Dict | None:
+    """The dict literal of ``NAME = {...}`` (no ``**`` entries), else None."""
+    value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+    if isinstance(value, ast.Dict) and all(k is not None for k in value.keys):
+        return value
+    return None
+
+
+def _references(node: ast.stmt) -> tuple[set[str], set[str]]:
+    """(hard, soft) names a statement refers to (``Name`` ids and ``Attribute`` attrs).
+
+    Soft: a bare name used as a value of a top-level dict literal (``{"mlp":
+    DenseMLP}``); such an entry can be left out with the class it names.
+    """
+    soft_nodes: set[int] = set()
+    d = _dict_value(node)
+    if d is not None:
+        soft_nodes = {id(v) for v in d.values if isinstance(v, ast.Name)}
+    hard: set[str] = set()
+    soft: set[str] = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name):
+            (soft if id(sub) in soft_nodes else hard).add(sub.id)
+        elif isinstance(sub, ast.Attribute):
+            hard.add(sub.attr)
+    return hard, soft
+
+
+def prune(modules: list[NNModule], used: set[tuple[str, str]]) -> Pruning:
+    """Which top-level statements of ``modules`` the design does not need.
+
+    ``used``: the ``(category, kind)`` pairs the design's model config uses
+    (``backend.build.kinds_used``). Kept: every statement of ``model.py``;
+    ``REGISTRY`` / ``register`` / ``LayerContext``; classes registered for a
+    used kind (or registered in a way that cannot be read statically); any
+    top-level statement that is not a plain definition; and, transitively,
+    every definition a kept statement refers to by name or attribute. A class
+    registered only for unused kinds is left out even when a kept dict
+    literal names it as a value: that dict entry is left out with it.
+    """
+    # statements are keyed (module name, index in its tree.body)
+    nodes: dict[tuple[str, int], ast.stmt] = {}
+    defs: dict[str, list[tuple[str, int]]] = {}
+    dead: set[tuple[str, int]] = set()  # registered for unused kinds only
+    roots: list[tuple[str, int]] = []
+    for mod in modules:
+        for i, node in enumerate(mod.tree.body):
+            if _skipped_by_strip(node, i):
+                continue
+            key = (mod.name, i)
+            nodes[key] = node
+            names = _defined_names(node)
+            if names is None or mod.name == "model":
+                roots.append(key)
+            kinds = registered_kinds(node)
+            if kinds is not None:
+                if any(k in used for k in kinds):
+                    roots.append(key)
+                else:
+                    dead.add(key)
+            for name in names or ():
+                defs.setdefault(name, []).append(key)
+    for name in ALWAYS_KEEP:
+        roots += defs.get(name, [])
+
+    kept: set[tuple[str, int]] = set()
+    work = list(roots)
+    while work:
+        key = work.pop()
+        if key in kept:
+            continue
+        kept.add(key)
+        hard, soft = _references(nodes[key])
+        for name in hard:
+            work += defs.get(name, [])
+        for name in soft:
+            work += [e for e in defs.get(name, []) if e not in dead]
+
+    pruning = Pruning(drop={}, rewrite={})
+    for key in nodes:
+        if key not in kept:
+            pruning.drop.setdefault(key[0], set()).add(key[1])
+    kept_names = {name for key in kept for name in (_defined_names(nodes[key]) or ())}
+    mod_by_name = {m.name: m for m in modules}
+    for key in kept:
+        node = nodes[key]
+        d = _dict_value(node)
+        if d is None:
+            continue
+        gone = [i for i, v in enumerate(d.values) if isinstance(v, ast.Name) and v.id in defs and v.id not in kept_names]
+        if gone:
+            pruning.rewrite.setdefault(key[0], {})[key[1]] = _dict_without(mod_by_name[key[0]].source, node, d, set(gone))
+    return pruning
+
+
+def _dict_without(source: str, node: ast.stmt, d: ast.Dict, skip: set[int]) -> str:
+    """``NAME = {...}`` rewritten without the entries at ``skip`` (source text of the rest)."""
+    seg = lambda n: ast.get_source_segment(source, n)  # noqa: E731
+    head = seg(node.target) if isinstance(node, ast.AnnAssign) else " = ".join(seg(t) for t in node.targets)
+    if isinstance(node, ast.AnnAssign):
+        head += f": {seg(node.annotation)}"
+    items = [f"{seg(k)}: {seg(v)}" for i, (k, v) in enumerate(zip(d.keys, d.values)) if i not in skip]
+    one = f"{head} = {{{', '.join(items)}}}"
+    if len(one) <= WIDTH and "\n" not in one:
+        return one
+    return f"{head} = {{\n" + "".join(f"    {item},\n" for item in items) + "}"
+
+
 def _comment(text: str) -> list[str]:
     return [f"# {line}".rstrip() for line in text.strip().splitlines()]
 
 
-def strip_module(mod: NNModule) -> tuple[list[str], list[str]]:
-    """(body lines without top-level imports / docstring / __all__, hoisted import statements)."""
+def strip_module(mod: NNModule, pruning: Pruning | None = None) -> tuple[list[str], list[str]]:
+    """(body lines without top-level imports / docstring / __all__, hoisted import statements).
+
+    With ``pruning``, the statements it drops go too, with the comment lines
+    right above them (no blank line between); a comment block standing on its
+    own (a section heading) goes when every definition under it, up to the
+    next such block, was dropped. Dict assignments it rewrites are replaced.
+    Everything kept is the module's own source text.
+    """
     lines = mod.source.splitlines()
     drop: set[int] = set()
+    replace: dict[int, str] = {}
     hoisted: list[str] = []
     aliases: list[str] = []
     body = mod.tree.body
@@ -290,7 +479,19 @@ def strip_module(mod: NNModule) -> tuple[list[str], list[str]]:
             drop.update(span)
         elif isinstance(node, ast.If) and _is_main_guard(node):
             drop.update(span)
-    kept = [line for i, line in enumerate(lines) if i not in drop]
+    if pruning is not None:
+        drop |= _pruned_lines(mod, lines, pruning)
+        for index, text in pruning.rewrite.get(mod.name, {}).items():
+            node = body[index]
+            first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
+            drop.update(range(first, node.end_lineno))
+            replace[first] = text
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        if i in replace:
+            kept += replace[i].splitlines()
+        elif i not in drop:
+            kept.append(line)
     out = [RULE, f"# backend/nn/{mod.name}.py"] + (["#"] + _comment(doc) if doc else []) + [RULE, ""]
     out += aliases
     # collapse the blank runs left where imports were
@@ -301,6 +502,50 @@ def strip_module(mod: NNModule) -> tuple[list[str], list[str]]:
     while out and not out[-1].strip():
         out.pop()
     return out, hoisted
+
+
+def _pruned_lines(mod: NNModule, lines: list[str], pruning: Pruning) -> set[int]:
+    """Line indices (0-based) of the statements ``pruning`` drops, with their comments."""
+    body = mod.tree.body
+    spans: list[tuple[int, int]] = []  # (first, last) line index of each statement, decorators included
+    for node in body:
+        first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
+        spans.append((first, node.end_lineno - 1))
+    inside = {i for first, last in spans for i in range(first, last + 1)}
+    is_comment = lambda i: 0 <= i < len(lines) and lines[i].startswith("#") and i not in inside  # noqa: E731
+
+    drop: set[int] = set()
+    attached: set[int] = set()
+    for index, (first, last) in enumerate(spans):
+        above = []
+        i = first - 1
+        while is_comment(i):
+            above.append(i)
+            i -= 1
+        attached.update(above)
+        if pruning.dropped(mod.name, index):
+            drop.update(range(first, last + 1))
+            drop.update(above)
+    # free-standing comment blocks (section headings): each governs the
+    # statements after it up to the next block; dropped when all of those were
+    free = [i for i in range(len(lines)) if is_comment(i) and i not in attached]
+    blocks: list[list[int]] = []
+    for i in free:
+        if blocks and blocks[-1][-1] == i - 1:
+            blocks[-1].append(i)
+        else:
+            blocks.append([i])
+    for b, block in enumerate(blocks):
+        end = blocks[b + 1][0] if b + 1 < len(blocks) else len(lines)
+        governed = [index for index, (first, _) in enumerate(spans) if block[-1] < first < end]
+        if governed and all(pruning.dropped(mod.name, index) for index in governed):
+            drop.update(block)
+    return drop
+
+
+def _has_code(mod: NNModule, pruning: Pruning) -> bool:
+    """Whether anything of ``mod`` besides imports and its docstring survives pruning."""
+    return any(not _skipped_by_strip(node, i) and not pruning.dropped(mod.name, i) for i, node in enumerate(mod.tree.body))
 
 
 def _is_main_guard(node: ast.If) -> bool:
@@ -338,6 +583,12 @@ def model_config(plan: Plan) -> dict[str, Any]:
     from ..build import model_config as backend_model_config
 
     return backend_model_config(plan)
+
+
+def kinds_used(cfg: dict[str, Any]) -> set[tuple[str, str]]:
+    from ..build import kinds_used as backend_kinds_used
+
+    return backend_kinds_used(cfg)
 
 
 def build_backend_model(design: Design | Plan, device: str = "meta"):
@@ -417,12 +668,14 @@ def render(design: Design | Plan, *, nn_dir: Path = NN_DIR) -> str:
     cfg = model_config(plan)
     modules = ordered_modules(modules_for(plan), nn_dir)
     check_collisions(modules)
+    pruning = prune(modules, kinds_used(cfg))
     sections: list[str] = []
     hoisted: list[str] = ["import argparse", "import sys", "import torch", "from torch import nn"]
     for mod in modules:
-        body, imports = strip_module(mod)
-        sections.append("\n".join(body))
+        body, imports = strip_module(mod, pruning)
         hoisted += imports
+        if _has_code(mod, pruning):
+            sections.append("\n".join(body))
     data = [
         RULE,
         "# The design (data only; load it back with the designer) and the model config",
@@ -454,4 +707,4 @@ def render(design: Design | Plan, *, nn_dir: Path = NN_DIR) -> str:
     return text
 
 
-__all__ = ["render", "literal", "modules_for", "ordered_modules", "build_backend_model", "ContractError"]
+__all__ = ["render", "literal", "modules_for", "ordered_modules", "prune", "build_backend_model", "ContractError"]
