@@ -226,6 +226,22 @@ def test_analysis_page():
     assert not _errors(at)
 
 
+def test_analysis_kv_curve_has_one_curve_per_cached_kind():
+    import json
+
+    mix = {"name": "mix", "hidden_size": 64, "n_heads": 4, "vocab_size": 256, "max_seq_len": 256,
+           "layers": {"n_layers": 4, "string": "SDPA,CAUSAL_LINEAR", "mlp": "swiglu"}}
+    at = _page(_app(mix), "analysis")
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    kv = next(f for f in figs if any(t.get("name", "").startswith("KV cache (") for t in f["data"]))
+    traces = {t["name"]: t for t in kv["data"]}
+    sdpa, linear = traces["KV cache of the self_sdpa layers"], traces["KV cache of the causal_linear layers"]
+    # 2 SDPA layers x K and V x 4 kv heads x head dim 16 x 2 bytes (bf16) per token
+    assert sdpa["y"] == [2 * 2 * 4 * 16 * 2 * s for s in sdpa["x"]]
+    # 2 Performer layers: S (m x (Dh + 1)) per head in float32, whatever the length
+    assert linear["y"] == [2 * 4 * 256 * (16 + 1) * 4] * len(linear["x"])
+
+
 def test_diagram_page():
     at = _page(_app(SMALL), "diagram")
     assert len(at.get("graphviz_chart")) == 1

@@ -179,3 +179,33 @@ def test_cross_attention_cache_matches_real_tensors():
     kv = memory.kv_cache(resolve_plan(design), "fp32", batch=batch)
     assert self_held == batch * kv["self_bytes_per_token"] * (prompt + steps)
     assert cross_held == batch * kv["cross_bytes_per_source_token"] * src
+
+
+def test_kv_cache_by_kind_matches_real_cache_tensors_of_each_kind():
+    """Per-kind split (the Analysis page's one-curve-per-kind) against the bytes each kind's layers hold."""
+    design = {"name": "mix", "architecture": "decoder", "task": "lm", "vocab_size": 100, "hidden_size": 32,
+              "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 64,
+              "layers": {"n_layers": 6, "string": "SDPA,CAUSAL_LINEAR,SPECTRAL,DIFF_ATTN,TOKEN_PARAM,SDPA", "mlp": "swiglu",
+                         "rules": [{"when": {"layer_idx": [5]}, "params": {"attention": {"window": 4}}}]}}
+    plan = resolve_plan(design)
+    assert [layer.attention for layer in plan.layers] == ["self_sdpa", "causal_linear", "spectral", "diff_attn",
+                                                          "token_param", "self_sdpa"]
+    batch, prompt, steps = 2, 5, 6
+    cache = _decode(design, "fp32", batch, prompt, steps)
+    held: dict[str, int] = {}
+    for layer, entry in zip(plan.layers, cache.layers):
+        held[layer.attention] = held.get(layer.attention, 0) + sum(_held_bytes(c) for c in entry.values() if c is not None)
+    kv = memory.kv_cache(plan, "fp32", seq_len=prompt + steps, batch=batch)
+    assert kv["by_kind_at_seq_len_bytes"] == {k: v for k, v in held.items() if v}
+    assert "token_param" not in kv["by_kind_at_seq_len_bytes"]
+    assert sum(kv["by_kind_at_seq_len_bytes"].values()) == kv["at_seq_len_bytes"]
+    # closed form, fp32, batch 2, 11 tokens: SDPA full + SDPA window 4; K and V of 2 kv heads x Dh 8
+    assert kv["by_kind_at_seq_len_bytes"]["self_sdpa"] == batch * 2 * 2 * 8 * 4 * (11 + 4)
+    assert kv["by_kind_at_seq_len_bytes"]["spectral"] == batch * 4 * 8 * 4 * 11
+
+
+@pytest.mark.parametrize("name", ["gemma2_style", "mixtral_8x7b", "performer_encdec", "t5_style", "encdec_kv_cache"])
+def test_kv_cache_by_kind_sums_to_total(name):
+    kv = memory.kv_cache(preset(name), "bf16", seq_len=1000, batch=2)
+    assert sum(kv["by_kind_at_seq_len_bytes"].values()) == kv["at_seq_len_bytes"] > 0
+    assert ("cross" in kv["by_kind_at_seq_len_bytes"]) == (kv["cross_bytes_per_source_token"] > 0)

@@ -159,6 +159,11 @@ with state.shown_errors("the analysis"):
         fig = go.Figure()
         fig.add_scatter(x=lens, y=[per_len[s]["memory"]["kv_cache_bytes_at_seq_len"] for s in lens], mode="lines+markers",
                         name=f"KV cache ({dtype}, batch 1)", line={"color": "#4C78A8", "width": 3})
+        by_kind = [per_len[s]["memory"]["kv_cache"]["by_kind_at_seq_len_bytes"] for s in lens]
+        kv_kinds = list(dict.fromkeys(k for row in by_kind for k in row))
+        for kind in kv_kinds if len(kv_kinds) > 1 else []:  # one kind: its curve is the total
+            fig.add_scatter(x=lens, y=[row.get(kind) for row in by_kind], mode="lines+markers",
+                            name=f"KV cache of the {kind} layers", line={"color": grid.color("attention", kind)})
         fig.add_scatter(x=lens, y=[per_len[s]["memory"]["activations_bytes"] for s in lens], mode="lines",
                         name="training activations (batch 1)", line={"color": "#F58518", "dash": "dot"})
         fig.update_xaxes(type="log", title="sequence length", dtick=0.30103)

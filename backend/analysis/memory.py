@@ -122,9 +122,22 @@ def kv_cache(plan: Any, dtype: str = "bf16", seq_len: int | None = None, batch: 
     cross_per_src = sum(c["cross_bytes_per_source_token"] for c in caches)
     state = sum(c["state_bytes"] for c in caches)
 
+    def one(c: dict[str, Any], t: int) -> int:
+        tok = c["bytes_per_token"] * (min(t, c["max_tokens"]) if c["max_tokens"] else t)
+        return batch * (tok + c["state_bytes"])
+
     def at(t: int) -> int:
-        tok = sum(c["bytes_per_token"] * (min(t, c["max_tokens"]) if c["max_tokens"] else t) for c in caches)
-        return batch * (tok + state + cross_per_src * t)
+        return sum(one(c, t) for c in caches) + batch * cross_per_src * t
+
+    def by_kind(t: int) -> dict[str, int]:
+        """Bytes at ``t`` tokens per attention kind (``cross`` for the cross-attention K/V)."""
+        out: dict[str, int] = {}
+        for c in caches:
+            if c["bytes_per_token"] or c["state_bytes"]:
+                out[c["kind"]] = out.get(c["kind"], 0) + one(c, t)
+        if cross_per_src:
+            out["cross"] = batch * cross_per_src * t
+        return out
 
     max_len = d.max_seq_len
     return {
@@ -134,6 +147,7 @@ def kv_cache(plan: Any, dtype: str = "bf16", seq_len: int | None = None, batch: 
         "state_bytes": state,
         "at_seq_len_bytes": at(seq_len or max_len),
         "at_max_seq_len_bytes": at(max_len),
+        "by_kind_at_seq_len_bytes": by_kind(seq_len or max_len),
         "batch": batch,
         "dtype": dtype,
     }
