@@ -554,3 +554,31 @@ def test_cli_python_export(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert cli_main(["export", PRESETS[0], "--format", "python", "-o", str(out), "--force"]) == 0
     assert sorted(os.listdir(tmp_path)) == ["m.py"]
+
+
+@pytest.mark.parametrize("name", ["diff_transformer", "performer_small", "llama2_7b", "timeseries_encoder"])
+def test_every_import_is_used_and_unused_ones_go(name):
+    tree = ast.parse(rendered(name))
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    bound = {}
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and getattr(node, "module", None) != "__future__":
+            for a in node.names:
+                bound[a.asname or a.name.split(".")[0]] = ast.unparse(node)
+    assert {"torch", "nn", "sys", "argparse"} <= set(bound)
+    assert not set(bound) - names, {b: bound[b] for b in set(bound) - names}
+    # neither diff_attn nor the Performer uses F.sdpa's kernel choice or warnings
+    if name in ("diff_transformer", "performer_small"):
+        assert not {"sdpa_kernel", "SDPBackend"} & set(bound)
+    if name == "llama2_7b":
+        assert {"sdpa_kernel", "SDPBackend"} <= set(bound)
+
+
+def test_used_imports_keeps_only_bound_names_the_body_refers_to():
+    from backend.export.standalone import used_imports
+
+    stmts = ["import math", "from typing import Any, Callable", "import torch.nn.functional as F", "import torch.utils.checkpoint"]
+    body = "def f(x: Any) -> Any:\n    return F.relu(x)\n"
+    assert used_imports(stmts, body) == ["from typing import Any", "import torch.nn.functional as F"]
+    # ``import torch.utils.checkpoint`` binds ``torch``: kept when torch is referred to
+    assert used_imports(stmts, "y = torch.utils.checkpoint.checkpoint") == ["import torch.utils.checkpoint"]

@@ -553,6 +553,29 @@ def _is_main_guard(node: ast.If) -> bool:
     return isinstance(t, ast.Compare) and isinstance(t.left, ast.Name) and t.left.id == "__name__"
 
 
+def used_imports(stmts: list[str], body: str) -> list[str]:
+    """The import statements (one alias each on return) whose bound name ``body`` refers to.
+
+    A bound name is the alias, else the first component of the module path
+    (``import torch.utils.checkpoint`` binds ``torch``). Referring to it means
+    any ``Name`` node in ``body``'s AST, annotations included, so an import
+    left out here could only have been dead code in the kept classes.
+    """
+    used = {n.id for n in ast.walk(ast.parse(body)) if isinstance(n, ast.Name)}
+    out: list[str] = []
+    for stmt in stmts:
+        node = ast.parse(stmt).body[0]
+        for a in node.names:
+            bound = a.asname or a.name.split(".")[0]
+            if bound not in used:
+                continue
+            if isinstance(node, ast.ImportFrom):
+                out.append(ast.unparse(ast.ImportFrom(module=node.module, names=[a], level=node.level)))
+            else:
+                out.append(ast.unparse(ast.Import(names=[a])))
+    return out
+
+
 def _sort_imports(stmts: list[str]) -> list[str]:
     """Deduplicated imports, ``from x import`` of one module merged; stdlib block, then torch."""
     plain: set[str] = set()
@@ -689,16 +712,13 @@ def render(design: Design | Plan, *, nn_dir: Path = NN_DIR) -> str:
     module = module_name(plan.design.name)
     if not re.fullmatch(r"[a-z][a-z0-9_]*", module):
         raise ContractError(f"unsafe module name {module!r}")
+    body = "\n".join(data) + "\n\n\n" + "\n\n\n".join(sections) + "\n\n\n" + ENTRY
     text = (
         HEADER.replace("{module}", module)
         + "from __future__ import annotations\n\n"
-        + "\n".join(_sort_imports(hoisted))
+        + "\n".join(_sort_imports(used_imports(hoisted, body)))
         + "\n\n\n"
-        + "\n".join(data)
-        + "\n\n\n"
-        + "\n\n\n".join(sections)
-        + "\n\n\n"
-        + ENTRY
+        + body
     )
     try:
         compile(text, "<standalone export>", "exec", dont_inherit=True)
