@@ -112,6 +112,24 @@ def test_paint_typed_indices_changes_design_and_metrics():
     assert _metric(at, "Parameters (unique)") != before
 
 
+def test_typed_indices_paint_the_chosen_stack_of_an_encoder_decoder():
+    stack = {"n_layers": 4, "attention": "self_sdpa", "mlp": "swiglu"}
+    ed = {"name": "ed", "architecture": "encoder_decoder", "task": "seq2seq", "hidden_size": 64, "n_heads": 4,
+          "vocab_size": 256, "max_seq_len": 128, "encoder": stack, "decoder": stack}
+    at = _app(ed)
+    at.selectbox(key="brush_indices_stack").set_value("decoder").run()
+    at.text_input(key="brush_indices").set_value("1-2").run()
+    at.selectbox(key="brush_kind_attention").set_value("diff_attn").run()
+    at.button(key="paint").click().run()
+    assert not at.exception and not _errors(at)
+    plan = resolve_plan(_design(at))
+    assert [layer.attention for layer in plan.stacks["decoder"].unique] == ["self_sdpa", "diff_attn", "diff_attn", "self_sdpa"]
+    assert [layer.attention for layer in plan.stacks["encoder"].unique] == ["self_sdpa"] * 4
+    # an index past the chosen stack's depth is refused, naming the range
+    at.text_input(key="brush_indices").set_value("7").run()
+    assert "outside the executed layers 0..3" in _errors(at)
+
+
 def test_paint_with_brush_params_and_mlp_row():
     at = _app(SMALL)
     at.radio(key="brush_category").set_value("mlp").run()

@@ -75,9 +75,12 @@ with st.container(border=True):
         kind = st.selectbox("Kind", list(reg), key=f"brush_kind_{category}",
                             help="\n\n".join(f"**{k}**: {v.description}" for k, v in reg.items()))
         typed = ""
+        typed_stack = next(iter(plan.stacks))
         if not any(selection.values()):
             typed = st.text_input("…or executed layers", key="brush_indices", placeholder="e.g. 0-3, 8",
-                                  help="Used when nothing is selected on the grid (first stack: " + next(iter(plan.stacks)) + ")")
+                                  help="Used when nothing is selected on the grid")
+            if len(plan.stacks) > 1:
+                typed_stack = st.selectbox("of stack", list(plan.stacks), key="brush_indices_stack")
     with cols[2]:
         st.caption(f"**{kind}** — {reg[kind].description}" + (f"  \n_{reg[kind].paper}_" if reg[kind].paper else ""))
         pcols = st.columns(3)
@@ -90,9 +93,8 @@ with st.container(border=True):
                     params[pname] = v
     with cols[3]:
         if typed.strip():
-            first = next(iter(plan.stacks))
             try:
-                selection[first] = edits.parse_indices(typed, plan.stacks[first].depth)
+                selection[typed_stack] = edits.parse_indices(typed, plan.stacks[typed_stack].depth)
             except ValueError as exc:
                 st.error(str(exc))
         n_sel = sum(len(v) for v in selection.values())
