@@ -126,9 +126,6 @@ def kv_cache(plan: Any, dtype: str = "bf16", seq_len: int | None = None, batch: 
         tok = c["bytes_per_token"] * (min(t, c["max_tokens"]) if c["max_tokens"] else t)
         return batch * (tok + c["state_bytes"])
 
-    def at(t: int) -> int:
-        return sum(one(c, t) for c in caches) + batch * cross_per_src * t
-
     def by_kind(t: int) -> dict[str, int]:
         """Bytes at ``t`` tokens per attention kind (``cross`` for the cross-attention K/V)."""
         out: dict[str, int] = {}
@@ -138,6 +135,9 @@ def kv_cache(plan: Any, dtype: str = "bf16", seq_len: int | None = None, batch: 
         if cross_per_src:
             out["cross"] = batch * cross_per_src * t
         return out
+
+    def at(t: int) -> int:
+        return sum(by_kind(t).values())
 
     max_len = d.max_seq_len
     return {

@@ -464,26 +464,19 @@ def strip_module(mod: NNModule, pruning: Pruning | None = None) -> tuple[list[st
     aliases: list[str] = []
     body = mod.tree.body
     doc = ast.get_docstring(mod.tree, clean=True)
-    if doc is not None and body and isinstance(body[0], ast.Expr):
-        drop.update(range(body[0].lineno - 1, body[0].end_lineno))
-    for node in body:
-        span = range(node.lineno - 1, node.end_lineno)
+    for i, node in enumerate(body):
+        if not _skipped_by_strip(node, i):
+            continue
+        drop.update(range(node.lineno - 1, node.end_lineno))
         if isinstance(node, ast.ImportFrom) and node.level:
-            drop.update(span)
             aliases += [f"{a.asname} = {a.name}" for a in node.names if a.asname and a.asname != a.name]
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            drop.update(span)
-            if not (isinstance(node, ast.ImportFrom) and node.module == "__future__"):
-                hoisted.append(ast.unparse(node))
-        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
-            drop.update(span)
-        elif isinstance(node, ast.If) and _is_main_guard(node):
-            drop.update(span)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)) and getattr(node, "module", None) != "__future__":
+            hoisted.append(ast.unparse(node))
     if pruning is not None:
         drop |= _pruned_lines(mod, lines, pruning)
         for index, text in pruning.rewrite.get(mod.name, {}).items():
             node = body[index]
-            first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
+            first = _first_line(node)
             drop.update(range(first, node.end_lineno))
             replace[first] = text
     kept: list[str] = []
@@ -504,13 +497,17 @@ def strip_module(mod: NNModule, pruning: Pruning | None = None) -> tuple[list[st
     return out, hoisted
 
 
+def _first_line(node: ast.stmt) -> int:
+    """0-based index of a statement's first line, decorators included."""
+    return min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
+
+
 def _pruned_lines(mod: NNModule, lines: list[str], pruning: Pruning) -> set[int]:
     """Line indices (0-based) of the statements ``pruning`` drops, with their comments."""
     body = mod.tree.body
     spans: list[tuple[int, int]] = []  # (first, last) line index of each statement, decorators included
     for node in body:
-        first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
-        spans.append((first, node.end_lineno - 1))
+        spans.append((_first_line(node), node.end_lineno - 1))
     inside = {i for first, last in spans for i in range(first, last + 1)}
     is_comment = lambda i: 0 <= i < len(lines) and lines[i].startswith("#") and i not in inside  # noqa: E731
 
@@ -695,10 +692,10 @@ def render(design: Design | Plan, *, nn_dir: Path = NN_DIR) -> str:
     sections: list[str] = []
     hoisted: list[str] = ["import argparse", "import sys", "import torch", "from torch import nn"]
     for mod in modules:
-        body, imports = strip_module(mod, pruning)
+        section, imports = strip_module(mod, pruning)
         hoisted += imports
         if _has_code(mod, pruning):
-            sections.append("\n".join(body))
+            sections.append("\n".join(section))
     data = [
         RULE,
         "# The design (data only; load it back with the designer) and the model config",
