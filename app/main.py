@@ -35,6 +35,22 @@ logging.basicConfig(level=logging.INFO)
 state.init()
 
 
+@st.cache_resource
+def _plugins() -> str | None:
+    """Load BACKEND_PLUGINS once per server process (kinds are process-wide, like the registry)."""
+    from backend.plugins import load_env
+
+    try:
+        load_env()
+    except DesignError as exc:
+        return str(exc)
+    return None
+
+
+if (_plugin_error := _plugins()) is not None:
+    st.error(_plugin_error, icon=":material/extension_off:")
+
+
 def _load_share_link() -> None:
     """Decode ``?d=`` once per token; a bad link is an error message, never a crash."""
     token = st.query_params.get("d")

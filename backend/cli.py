@@ -35,6 +35,9 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m backend", description="Transformer architecture designer")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                   help="load a file that defines and registers layer kinds (docs/KINDS.md); repeatable; "
+                        "also BACKEND_PLUGINS=a.py:b.py")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("plan", help="print the resolved table of executed layers")
@@ -180,6 +183,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from .plugins import load_env, load_plugin
+
+        load_env()
+        for path in args.plugin:
+            load_plugin(path)
         return COMMANDS[args.command](args)
     except DesignError as exc:
         print(f"error: {exc}", file=sys.stderr)

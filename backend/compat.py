@@ -453,7 +453,7 @@ class TransformerConfig:
 
     @classmethod
     def from_preset(cls, name: str) -> "TransformerConfig":
-        from .presets import load_preset
+        from .spec import load_preset
 
         return cls(load_preset(name))
 
@@ -770,6 +770,6 @@ def list_model_presets() -> list[str]:
 
 def get_model_config(name: str) -> TransformerConfig:
     """The preset ``name`` as a TransformerConfig (DesignError if unknown)."""
-    from .presets import load_preset
+    from .spec import load_preset
 
     return TransformerConfig(load_preset(name))
