@@ -44,6 +44,8 @@ design file; ``layer_specs`` and ``get_layer_info()`` list *executed* layers
 """
 from __future__ import annotations
 
+import copy
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Union
@@ -58,6 +60,45 @@ __all__ = [
     "get_model_config", "list_model_presets",
     "normalize_attention", "normalize_mlp", "normalize_norm",
 ]
+
+# ---------------------------------------------------------------------------
+# Capture: which seed objects a script built (``python -m backend from-code``)
+
+_CAPTURED: list[Any] | None = None  # set while backend.seedcode runs a script
+_SUPPRESS = 0  # > 0 inside compat's own helper constructions
+
+
+def _capture(obj: Any) -> None:
+    if _CAPTURED is not None and _SUPPRESS == 0:
+        _CAPTURED.append(obj)
+
+
+def _absorb(obj: Any) -> None:
+    """``obj`` became part of a later object (ClusterPredictionConfig's transformer): not a model of its own."""
+    if _CAPTURED is not None:
+        _CAPTURED[:] = [o for o in _CAPTURED if o is not obj]
+
+
+@contextlib.contextmanager
+def _no_capture():
+    global _SUPPRESS
+    _SUPPRESS += 1
+    try:
+        yield
+    finally:
+        _SUPPRESS -= 1
+
+
+@contextlib.contextmanager
+def capture_models():
+    """Collect every top-level seed object (configs and models) built inside the block."""
+    global _CAPTURED
+    outer, _CAPTURED = _CAPTURED, []
+    try:
+        yield _CAPTURED
+    finally:
+        _CAPTURED = outer
+
 
 # ---------------------------------------------------------------------------
 # Legacy names -> registry kinds
@@ -148,6 +189,69 @@ def normalize_norm(name: Any, path: str = "norm") -> str:
 
 
 # ---------------------------------------------------------------------------
+# Seed 000's per-layer custom_params -> registry params
+
+
+def _use_fft(value: Any, kind: str | None, hidden: int | None, path: str) -> dict[str, Any] | None:
+    if kind != "spectral":
+        raise DesignError(path, f"only applies to spectral layers, this layer is {short_repr(kind)}")
+    if value is not True:
+        raise DesignError(path, f"spectral always mixes tokens with the FFT; got {short_repr(value)} (choose another kind)")
+    return {}
+
+
+def _expansion(value: Any, kind: str | None, hidden: int | None, path: str) -> dict[str, Any] | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise DesignError(path, f"must be a number > 0, got {short_repr(value)}")
+    if hidden is None:
+        raise DesignError(path, "needs the model's hidden_size here; give params {'mlp': {'hidden': N}} instead")
+    return {"hidden": max(1, int(round(value * hidden)))}
+
+
+# (category, seed key) -> translator(value, kind, hidden_size, path) returning registry params,
+# or None: the seed flag has no counterpart; it is dropped with a warning naming it.
+_CUSTOM_PARAMS: dict[tuple[str, str], Any] = {
+    ("attention", "use_fft"): _use_fft,
+    ("mlp", "expansion_ratio"): _expansion,
+    # Seed 000 never says what it shares; token_param keeps separate key and value parameter tokens.
+    ("attention", "param_sharing"): None,
+}
+
+
+def translate_custom_params(custom: Mapping[str, Mapping[str, Any]], attention: str | None, mlp: str | None,
+                            hidden_size: int | None, path: str = "custom_params",
+                            notes: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Seed 000 ``custom_params`` -> ``params``: registry params pass through, the seed's own
+    flags are translated (``use_fft``, ``expansion_ratio``), anything else is a DesignError."""
+    import warnings
+
+    kinds = {"attention": (ATTENTION, attention), "mlp": (MLP, mlp), "norm": (NORM, None)}
+    out: dict[str, dict[str, Any]] = {}
+    for cat, values in custom.items():
+        if cat not in kinds:
+            raise DesignError(f"{path}.{cat}", "unknown category (known: attention, mlp, norm)")
+        registry, kind = kinds[cat]
+        info = registry.get(kind) if kind else None
+        for key, value in values.items():
+            where = f"{path}.{cat}.{key}"
+            if info is not None and key in info.params:
+                out.setdefault(cat, {})[key] = value
+            elif (cat, key) in _CUSTOM_PARAMS:
+                fn = _CUSTOM_PARAMS[(cat, key)]
+                if fn is None:
+                    note = f"{where}: has no counterpart in the designer; dropped"
+                    warnings.warn(note, UserWarning, stacklevel=3)
+                    if notes is not None:
+                        notes.append(note)
+                    continue
+                out.setdefault(cat, {}).update(fn(value, kind, hidden_size, where) or {})
+            else:
+                known = ", ".join(sorted(info.params)) if info is not None else "none"
+                raise DesignError(where, f"unknown parameter for {cat} kind {short_repr(kind)} (known: {known})")
+    return out
+
+
+# ---------------------------------------------------------------------------
 # Per-layer spec
 
 
@@ -165,6 +269,9 @@ class LayerSpec:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     index: int | None = None
     unique_index: int | None = None
+    # Seed 000's per-layer ``custom_params`` as written ({"attention": {...}, "mlp": {...}});
+    # translated into ``params`` by :func:`translate_custom_params` when the design is made.
+    custom: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # seed spellings
     @property
@@ -175,14 +282,22 @@ class LayerSpec:
     def mlp_type(self) -> str | None:
         return self.mlp
 
-    def to_entry(self) -> dict[str, Any]:
-        """The design-file form (an ``explicit`` list item)."""
+    @property
+    def custom_params(self) -> dict[str, dict[str, Any]]:
+        """Seed 000's name: the custom params as given, else the per-layer overrides."""
+        return self.custom or {k: dict(v) for k, v in self.params.items() if v}
+
+    def to_entry(self, hidden_size: int | None = None, notes: list[str] | None = None,
+                 path: str = "layers") -> dict[str, Any]:
+        """The design-file form (an ``explicit`` list item); ``custom`` is translated here."""
         out: dict[str, Any] = {"attention": self.attention}
         if self.mlp is not None:
             out["mlp"] = self.mlp
         if self.norm is not None:
             out["norm"] = self.norm
-        params = {k: dict(v) for k, v in self.params.items() if v}
+        extra = translate_custom_params(self.custom, self.attention, self.mlp, hidden_size, f"{path}.custom_params",
+                                        notes) if self.custom else {}
+        params = {k: dict(v) for k, v in _merge_params(self.params, extra).items() if v}
         if params:
             out["params"] = params
         return out
@@ -201,10 +316,11 @@ def _merge_params(*blocks: Mapping[str, Mapping[str, Any]] | None) -> dict[str, 
     return out
 
 
-def _spec_from_value(value: Any, causal: bool, path: str, index: int | None = None) -> LayerSpec:
+def _spec_from_value(value: Any, causal: bool, path: str, index: int | None = None,
+                     require_attention: bool = True) -> LayerSpec:
     """A layer from a legacy value: a name, an (attention, mlp) pair, a dict or a LayerSpec."""
     if isinstance(value, LayerSpec):
-        return LayerSpec(value.attention, value.mlp, value.norm, value.params, index)
+        return LayerSpec(value.attention, value.mlp, value.norm, value.params, index, custom=value.custom)
     if isinstance(value, str):
         att, ap = normalize_attention(value, causal, path)
         return LayerSpec(att, None, None, _merge_params({"attention": ap}), index)
@@ -213,7 +329,7 @@ def _spec_from_value(value: Any, causal: bool, path: str, index: int | None = No
         mlp, mp = normalize_mlp(value[1], f"{path}[1]")
         return LayerSpec(att, mlp, None, _merge_params({"attention": ap, "mlp": mp}), index)
     if isinstance(value, Mapping):
-        known = {"attention", "attention_type", "mlp", "mlp_type", "norm", "norm_type", "params"}
+        known = {"attention", "attention_type", "mlp", "mlp_type", "norm", "norm_type", "params", "custom_params"}
         for k in value:
             if k not in known:
                 raise DesignError(f"{path}.{k}", f"unknown key (known: {', '.join(sorted(known))})")
@@ -226,9 +342,13 @@ def _spec_from_value(value: Any, causal: bool, path: str, index: int | None = No
         att, ap = normalize_attention(a_name, causal, f"{path}.attention") if a_name is not None else (None, {})
         mlp, mp = normalize_mlp(m_name, f"{path}.mlp") if m_name is not None else (None, {})
         norm = normalize_norm(n_name, f"{path}.norm") if n_name is not None else None
-        if att is None:
+        if att is None and require_attention:
             raise DesignError(f"{path}.attention", "is required")
-        return LayerSpec(att, mlp, norm, _merge_params({"attention": ap, "mlp": mp}, params), index)
+        custom = value.get("custom_params") or {}
+        if not isinstance(custom, Mapping) or not all(isinstance(v, Mapping) for v in custom.values()):
+            raise DesignError(f"{path}.custom_params", f"must map attention/mlp/norm to mappings, got {short_repr(custom)}")
+        return LayerSpec(att, mlp, norm, _merge_params({"attention": ap, "mlp": mp}, params), index,  # type: ignore[arg-type]
+                         custom={k: dict(v) for k, v in custom.items()})
     raise DesignError(path, f"must be a kind name, an (attention, mlp) pair or a mapping, got {short_repr(value)}")
 
 
@@ -294,6 +414,13 @@ class LayerPattern:
         self.base_attention = base_attention
         self.base_mlp = base_mlp
         items = list(overrides.items()) if isinstance(overrides, Mapping) else list(overrides or [])
+        # Seed 000's documented form: a list of {"condition": {...}, "attention_type": ..., ...}.
+        items = [(item["condition"], {k: v for k, v in item.items() if k != "condition"})
+                 if isinstance(item, Mapping) and "condition" in item else item for item in items]
+        for i, item in enumerate(items):
+            if not (isinstance(item, tuple) and len(item) == 2):
+                raise DesignError(f"overrides[{i}]", "must be a {condition: ..., attention_type: ...} mapping or a "
+                                                     f"(condition, layer) pair, got {short_repr(item)}")
         self.overrides: list[tuple[Any, Any]] = items
         # validate names and keys now, so a typo fails at definition time
         normalize_attention(base_attention, True, "base_attention")
@@ -301,7 +428,7 @@ class LayerPattern:
             normalize_mlp(base_mlp, "base_mlp")
         for key, value in items:
             _parse_condition(key, f"overrides[{key!r}]")
-            _spec_from_value(value, True, f"overrides[{key!r}]")
+            _spec_from_value(value, True, f"overrides[{key!r}]", require_attention=False)
 
     def __repr__(self) -> str:
         return f"LayerPattern({self.name!r}, base_attention={self.base_attention!r}, base_mlp={self.base_mlp!r}, overrides={len(self.overrides)})"
@@ -331,13 +458,16 @@ class LayerPattern:
 
                 err = _pydantic_to_design_error(exc) if hasattr(exc, "errors") else DesignError(path, str(exc))
                 raise DesignError(f"{path}.{err.path}", err.message) from None
-            spec = _spec_from_value(value, causal, path)
+            spec = _spec_from_value(value, causal, path, require_attention=False)
+            extra = translate_custom_params(spec.custom, spec.attention, spec.mlp, None, f"{path}.custom_params") \
+                if spec.custom else {}
             for i in range(n):
                 if _plan.matches(when, i, n):
                     old = layers[i]
+                    att = spec.attention or old.attention
                     params = _merge_params(
-                        {c: v for c, v in old.params.items() if c != "attention" or spec.attention == old.attention}, spec.params)
-                    layers[i] = LayerSpec(spec.attention, spec.mlp or old.mlp, spec.norm or old.norm, params, i)
+                        {c: v for c, v in old.params.items() if c != "attention" or att == old.attention}, spec.params, extra)
+                    layers[i] = LayerSpec(att, spec.mlp or old.mlp, spec.norm or old.norm, params, i)
         return layers
 
     def _pattern_fn(self, n: int, stack: Any, params: dict[str, Any], *, causal: bool = True) -> list[tuple]:
@@ -364,31 +494,145 @@ _STACK_KEYS = ("n_layers", "attention", "mlp", "params", "pattern", "string", "r
 _MODEL_KEYS = tuple(k for k in Design.model_fields if k not in ("layers",))
 
 
+# Seed 001's TransformerConfig fields (config/model.py there) and their defaults (seed 001's table).
+_SEED001_DEFAULTS: dict[str, Any] = {
+    "input_dim": 2, "hidden_dim": 256, "num_layers": 6, "num_heads": 8, "dropout": 0.1, "ff_expansion": 4,
+    "activation": "gelu", "bias": True, "norm_eps": 1e-5, "use_flash_attn": True, "layer_repeat_mode": "none",
+    "repeat_factor": 1, "layer_groups": None, "group_repeat_factors": None, "use_flow_predictor": False,
+    "flow_predictor_type": "dummy", "flow_predictor_per_layer": False,
+}
+# Keywords only seed 001 uses: one of them makes a TransformerConfig(...) call a seed-001 one.
+_SEED001_ONLY = frozenset(_SEED001_DEFAULTS) - {"input_dim", "num_layers", "num_heads", "dropout", "activation",
+                                                 "bias", "norm_eps"}
+# Flow predictor types: seed 001's "dummy" predictor ignores the input (a learned speed), "mlp" reads it.
+_FLOW_TYPES = {"dummy": "learned", "mlp": "predicted", "learned": "learned", "predicted": "predicted",
+               "constant": "constant"}
+_REPEAT_HELD = ("repeat_factor", "layer_groups", "group_repeat_factors", "flow_predictor_type")
+
+
+def _seed001_base() -> dict[str, Any]:
+    """The model around a seed-001 transformer: 2-D points in, cluster centers out (as the presets)."""
+    return {"name": "seed001_model", "architecture": "encoder", "task": "cluster_centers", "vocab_size": None,
+            "output_dim": 8, "max_seq_len": 1024, "positional": "none", "norm": "layer", "tie_embeddings": False,
+            "layers": {"n_layers": 1, "attention": "self_sdpa", "mlp": "mlp"}}
+
+
+def _seed001_design(f: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """Seed-001 fields ``f`` applied to the design dict ``base``."""
+    for key in ("use_flash_attn", "bias", "use_flow_predictor", "flow_predictor_per_layer"):
+        if not isinstance(f[key], bool):
+            raise DesignError(key, f"must be true or false, got {short_repr(f[key])}")
+    d = copy.deepcopy(base)
+    d.pop("mlp_hidden", None)
+    ff = f["ff_expansion"]
+    d.update(input_dim=f["input_dim"], hidden_size=f["hidden_dim"], n_heads=f["num_heads"], dropout=f["dropout"],
+             expansion_ratio=float(ff) if isinstance(ff, int) and not isinstance(ff, bool) else ff,
+             activation=f["activation"], bias=f["bias"], norm_eps=f["norm_eps"])
+    stack = d["layers"]
+    stack["n_layers"] = f["num_layers"]
+    mode = f["layer_repeat_mode"]
+    repeat: dict[str, Any] = {"mode": mode}
+    if mode in ("cycle", "layerwise"):
+        repeat["factor"] = f["repeat_factor"]
+    elif mode == "grouped":
+        repeat.update(groups=f["layer_groups"], group_factors=f["group_repeat_factors"])
+    stack["repeat"] = repeat
+    flow = dict(stack.get("flow") or {})
+    if f["use_flow_predictor"]:
+        kind = f["flow_predictor_type"]
+        if kind not in _FLOW_TYPES:
+            raise DesignError("flow_predictor_type", f"must be one of {', '.join(_FLOW_TYPES)}, got {short_repr(kind)}")
+        flow.update(mode=_FLOW_TYPES[kind], per_layer=f["flow_predictor_per_layer"])
+    else:
+        flow = {"mode": "none"}
+    stack["flow"] = flow
+    params = copy.deepcopy(stack.get("params") or {})
+    att = params.setdefault("attention", {})
+    att.pop("backend", None)
+    if not f["use_flash_attn"]:
+        att["backend"] = "math"  # "auto" already takes flash attention where the device has it
+    stack["params"] = {k: v for k, v in params.items() if v}
+    return d
+
+
+def _seed001_view(design: Design, held: dict[str, Any]) -> dict[str, Any]:
+    """A design read back as seed-001 fields (``held`` keeps values inert in the current mode)."""
+    st = list(design.stacks().values())[-1]
+    r, flow = st.repeat, st.flow
+    types = {v: k for k, v in reversed(list(_FLOW_TYPES.items()))}
+    return {
+        "input_dim": design.input_dim, "hidden_dim": design.hidden_size, "num_layers": st.n_layers,
+        "num_heads": design.n_heads, "dropout": design.dropout,
+        "ff_expansion": design.ffn_hidden / design.hidden_size if design.mlp_hidden else design.expansion_ratio,
+        "activation": design.activation, "bias": design.bias, "norm_eps": design.norm_eps,
+        "use_flash_attn": st.params.attention.get("backend", "auto") != "math",
+        "layer_repeat_mode": r.mode,
+        "repeat_factor": r.factor if r.mode in ("cycle", "layerwise") else held.get("repeat_factor", 1),
+        "layer_groups": list(r.groups) if r.groups else held.get("layer_groups"),
+        "group_repeat_factors": list(r.group_factors) if r.group_factors else held.get("group_repeat_factors"),
+        "use_flow_predictor": flow.mode != "none",
+        "flow_predictor_type": types[flow.mode] if flow.mode != "none" else held.get("flow_predictor_type", "dummy"),
+        "flow_predictor_per_layer": flow.per_layer,
+    }
+
+
+def _seed000_pattern_params(pattern_name: str, base_attention: Any, pp: dict[str, Any]) -> None:
+    """Seed 000's documented pattern defaults: alternating is SDPA / token_param, sparse_special
+    puts token_param every few layers into a ``base_attention`` stack."""
+    base = base_attention if base_attention is not None else "self_sdpa"
+    if pattern_name == "alternating" and "kinds" not in pp:
+        pp["kinds"] = [base, "token_param"]
+    elif pattern_name == "sparse_special" and base_attention is not None:
+        pp.setdefault("base", base)
+        pp.setdefault("special", "token_param")
+
+
 class TransformerConfig:
-    """A design built from seed-style keyword arguments.
+    """A design built from seed-style keyword arguments (seeds 000 and 001).
 
     Model keywords are the design file's fields (``hidden_size``, ``n_heads``,
     ``vocab_size``, ``task``, …) or their common spellings (``d_model``,
     ``num_heads``, ``d_ff``, …). Stack keywords go to ``layers``: ``n_layers``,
     ``attention`` / ``mlp`` (defaults), ``pattern``, ``string``, ``rules``,
     ``explicit``, ``repeat``, ``flow``, ``params``, and the legacy per-layer
-    forms ``attention_types=[...]``, ``mlp_types=[...]`` or ``layer_specs=[...]``.
-    Any keyword that is none of these raises ``DesignError`` naming it.
+    forms ``attention_types=[...]``, ``mlp_types=[...]``, ``layer_specs=[...]``
+    or seed 000's ``layer_config={"layers": [...]}``. Any keyword that is none of
+    these raises ``DesignError`` naming it.
+
+    Seed 001's keywords (``hidden_dim``, ``ff_expansion``, ``layer_repeat_mode``,
+    ``repeat_factor``, ``layer_groups``, ``group_repeat_factors``,
+    ``use_flow_predictor``, ``flow_predictor_type``, ``flow_predictor_per_layer``,
+    ``use_flash_attn``) make a seed-001 transformer with that seed's defaults: an
+    encoder over 2-D points predicting cluster centers. Its fields read and write
+    as attributes (``cfg.repeat_factor = 4``); every write re-validates the design.
+    ``repeat_factor`` is kept but inert while ``layer_repeat_mode`` is "none", as
+    in seed 001.
 
     ``TransformerConfig(design)`` wraps an existing :class:`Design`.
     """
 
     def __init__(self, design: Design | None = None, /, **kwargs: Any):
+        object.__setattr__(self, "_held", {})
+        object.__setattr__(self, "_notes", [])
+        object.__setattr__(self, "_plan", None)
         if design is not None:
             if kwargs:  # model-level overrides of an existing design
                 over = {_MODEL_ALIASES.get(k, k): v for k, v in kwargs.items()}
                 design = design_from_dict({**design.to_dict(), **over})
             if not isinstance(design, Design):
                 raise DesignError("design", f"must be a Design, got {type(design).__name__}")
-            self._design = design
+        elif _SEED001_ONLY & set(kwargs):
+            fields = dict(_SEED001_DEFAULTS)
+            for key, value in kwargs.items():
+                if key not in fields:
+                    raise DesignError(key, f"unknown keyword for a seed-001 TransformerConfig (known: {', '.join(fields)})")
+                fields[key] = value
+            self._held.update({k: fields[k] for k in _REPEAT_HELD})
+            design = design_from_dict(_seed001_design(fields, _seed001_base()))
         else:
-            self._design = design_from_dict(_design_dict(kwargs))
-        self._plan: _plan.Plan | None = None
+            design = design_from_dict(_design_dict(kwargs, self._notes))
+        object.__setattr__(self, "_design", design)
+        _capture(self)
 
     # ---- constructors -------------------------------------------------------
     @classmethod
@@ -397,9 +641,12 @@ class TransformerConfig:
 
     @classmethod
     def from_pattern(cls, pattern_name: str | LayerPattern, n_layers: int, *, pattern_params: Mapping[str, Any] | None = None,
-                     **kwargs: Any) -> "TransformerConfig":
+                     base_attention: str | None = None, base_mlp: str | None = None, **kwargs: Any) -> "TransformerConfig":
         """A named pattern over ``n_layers``. Keywords that are parameters of the
         pattern (``every=4``, ``kinds=[...]``) go to it; the rest to the model.
+        ``base_attention`` / ``base_mlp`` (seed 000) set the stack's kinds; the
+        seed's defaults hold (alternating: SDPA / token_param; sparse_special
+        with a base: token_param every ``every`` layers).
         A :class:`LayerPattern` instance is registered first."""
         if isinstance(pattern_name, LayerPattern):
             LayerConfigBuilder.add_custom_pattern(pattern_name)
@@ -411,6 +658,12 @@ class TransformerConfig:
         for key in list(kwargs):
             if key in info.params and key not in _STACK_KEYS and key not in _MODEL_KEYS:
                 pp[key] = kwargs.pop(key)
+        if base_attention is not None:
+            kwargs["attention"] = base_attention
+        if base_mlp is not None:
+            kwargs["mlp"] = base_mlp
+        if info.builtin:
+            _seed000_pattern_params(pattern_name, base_attention, pp)
         causal = kwargs.get("architecture", "decoder") != "encoder"
         for key in ("kinds", "mlps"):
             if isinstance(pp.get(key), list):
@@ -426,7 +679,8 @@ class TransformerConfig:
     def from_string_pattern(cls, pattern: str, n_layers: int | None = None, **kwargs: Any) -> "TransformerConfig":
         """The string notation (``"SPECTRAL,SDPA*3,TOKEN_PARAM"``, ``"SDPA:MOE*2"``).
         ``n_layers`` defaults to the string's total count; otherwise the string
-        is tiled over it. Legacy names (FLASH, PERFORMER, …) are accepted too."""
+        is tiled over it, and a total that does not divide ``n_layers`` is an
+        error naming both numbers. Legacy names (FLASH, PERFORMER, …) are accepted too."""
         causal = kwargs.get("architecture", "decoder") != "encoder"
         specs = _parse_legacy_string(pattern, causal)
         if n_layers is None:
@@ -443,13 +697,29 @@ class TransformerConfig:
         return cls(n_layers=n_layers, explicit=[s.to_entry() for s in specs] * (n_layers // len(specs)), **kwargs)
 
     @classmethod
-    def from_config_file(cls, path: Union[str, Path]) -> "TransformerConfig":
-        """A design file (YAML/JSON, DESIGN.md section 3) or a seed-style flat
-        file whose keys are this class's keywords (``attention_types`` …)."""
-        data = read_document(path)
+    def from_config_file(cls, config_file: Union[str, Path], **kwargs: Any) -> "TransformerConfig":
+        """A design file (YAML/JSON, DESIGN.md section 3), one of seed 000's files
+        (``layers: [{attention_type, mlp_type, custom_params}, …]`` or
+        ``{"pattern": {"name", "n_layers", "params"}}``), or a seed-style flat
+        file whose keys are this class's keywords. ``kwargs`` (``hidden_size=…``,
+        ``n_heads=…``) set or override model fields."""
+        data = read_document(config_file)
+        if isinstance(data, dict) and isinstance(data.get("layers"), list):
+            rest = {k: v for k, v in data.items() if k != "layers"}
+            return cls(layer_specs=data["layers"], **{**rest, **kwargs})
+        if isinstance(data, dict) and isinstance(data.get("pattern"), dict) and "n_layers" in data["pattern"]:
+            p = dict(data["pattern"])
+            if "name" not in p:
+                raise DesignError("pattern.name", "is required")
+            params = dict(p.pop("params", None) or {})
+            name, n = p.pop("name"), p.pop("n_layers")
+            for key in p:
+                raise DesignError(f"pattern.{key}", "unknown key (known: name, n_layers, params)")
+            rest = {k: v for k, v in data.items() if k != "pattern"}
+            return cls.from_pattern(name, n, **{**params, **rest, **kwargs})
         if isinstance(data, dict) and not ({"layers", "encoder", "decoder"} & set(data)):
-            return cls(**data)
-        return cls(design_from_dict(data))
+            return cls(**{**data, **kwargs})
+        return cls(design_from_dict(data), **kwargs)
 
     @classmethod
     def from_preset(cls, name: str) -> "TransformerConfig":
@@ -466,14 +736,19 @@ class TransformerConfig:
         return self._design
 
     @property
+    def transformer(self) -> "TransformerConfig":
+        """Seed 001 reads ``config.transformer.<field>``; for a bare transformer that is itself."""
+        return self
+
+    @property
     def plan(self) -> _plan.Plan:
         if self._plan is None:
-            self._plan = _plan.resolve_plan(self._design)
+            object.__setattr__(self, "_plan", _plan.resolve_plan(self._design))
         return self._plan
 
     @property
     def warnings(self) -> list[str]:
-        return list(self.plan.warnings)
+        return list(self._notes) + list(self.plan.warnings)
 
     @property
     def n_layers(self) -> int:
@@ -543,12 +818,40 @@ class TransformerConfig:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        if name in _SEED001_DEFAULTS and name not in ("num_layers", "num_heads"):
+            return _seed001_view(self._design, self._held)[name]
         field_name = _MODEL_ALIASES.get(name, name)
         if field_name in Design.model_fields:
             return getattr(self._design, field_name)
         if hasattr(self._design, field_name):  # derived properties: kv_heads, ffn_hidden, ...
             return getattr(self._design, field_name)
         raise AttributeError(f"TransformerConfig has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """``cfg.<field> = value``: a seed-001 field or a model-level design field; the
+        design is rebuilt and re-validated (errors name the field as written)."""
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+            return
+        try:
+            if name in _SEED001_DEFAULTS:
+                view = _seed001_view(self._design, self._held)
+                view[name] = value
+                if name in _REPEAT_HELD:
+                    self._held[name] = value
+                design = design_from_dict(_seed001_design(view, self._design.to_dict()))
+            else:
+                field_name = _MODEL_ALIASES.get(name, name)
+                if field_name not in _MODEL_KEYS:
+                    raise DesignError(name, "is not a field that can be set (set model fields such as hidden_size, or "
+                                            "seed 001's transformer fields)")
+                design = design_from_dict({**self._design.to_dict(), field_name: value})
+        except DesignError as exc:
+            if exc.path == name:
+                raise
+            raise DesignError(name, f"{exc.message} (as {exc.path})") from None
+        object.__setattr__(self, "_design", design)
+        object.__setattr__(self, "_plan", None)
 
     def __getitem__(self, name: str) -> Any:  # seed 001 read configs as dicts
         try:
@@ -559,12 +862,61 @@ class TransformerConfig:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TransformerConfig) and other._design == self._design
 
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
     def __repr__(self) -> str:
         d = self._design
         return f"TransformerConfig(name={d.name!r}, hidden_size={d.hidden_size}, n_heads={d.n_heads}, n_layers={self.n_layers}, executed={self.n_executed_layers})"
 
 
-def _design_dict(kwargs: dict[str, Any]) -> dict[str, Any]:
+class ClusterPredictionConfig:
+    """Seed 001's model config: a seed-001 :class:`TransformerConfig` plus the
+    prediction head (``prediction_type`` "centers" or "assignments",
+    ``num_clusters``). ``to_design()`` is the transformer's design with the
+    matching task (cluster_centers / cluster_assignments) and ``output_dim`` the
+    number of clusters (default: the transformer's, 8 for the presets). Other
+    attributes read through to the transformer."""
+
+    def __init__(self, transformer: TransformerConfig | None = None, prediction_type: str = "centers",
+                 num_clusters: int | None = None, description: str | None = None):
+        if transformer is None:
+            with _no_capture():
+                transformer = TransformerConfig(input_dim=2, hidden_dim=256, layer_repeat_mode="none")
+        if not isinstance(transformer, TransformerConfig):
+            raise DesignError("transformer", f"must be a TransformerConfig, got {type(transformer).__name__}")
+        if prediction_type not in ("centers", "assignments"):
+            raise DesignError("prediction_type", f"must be 'centers' or 'assignments', got {short_repr(prediction_type)}")
+        if prediction_type == "assignments" and num_clusters is None:
+            raise DesignError("num_clusters", "is required when prediction_type is 'assignments'")
+        self.transformer = transformer
+        self.prediction_type = prediction_type
+        self.num_clusters = num_clusters
+        self.description = description if description is not None else transformer.to_design().description
+        self.to_design()  # validate now
+        _absorb(transformer)
+        _capture(self)
+
+    def to_design(self) -> Design:
+        d = self.transformer.to_design().to_dict()
+        d["task"] = "cluster_centers" if self.prediction_type == "centers" else "cluster_assignments"
+        if self.num_clusters is not None:
+            d["output_dim"] = self.num_clusters
+        d["description"] = self.description or d.get("description", "")
+        try:
+            return design_from_dict(d)
+        except DesignError as exc:
+            raise DesignError("num_clusters" if exc.path == "output_dim" else exc.path, exc.message) from None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "transformer":
+            raise AttributeError(name)
+        return getattr(self.transformer, name)
+
+    def __repr__(self) -> str:
+        return f"ClusterPredictionConfig(prediction_type={self.prediction_type!r}, num_clusters={self.num_clusters}, transformer={self.transformer!r})"
+
+
+def _design_dict(kwargs: dict[str, Any], notes: list[str] | None = None) -> dict[str, Any]:
     """Seed keywords -> a design-file dict (validated by the caller)."""
     model: dict[str, Any] = {}
     stack: dict[str, Any] = {}
@@ -572,6 +924,13 @@ def _design_dict(kwargs: dict[str, Any]) -> dict[str, Any]:
     for key, value in kwargs.items():
         if key in ("attention_types", "mlp_types", "norm_types", "layer_specs"):
             legacy[key] = value
+        elif key == "layer_config":  # seed 000: {"layers": [ {attention_type, mlp_type, custom_params}, ... ]}
+            layers = value.get("layers") if isinstance(value, Mapping) else value
+            if not isinstance(layers, list):
+                raise DesignError("layer_config", f"must be {{'layers': [...]}} or a list of layers, got {short_repr(value)}")
+            if "layer_specs" in legacy:
+                raise DesignError("layer_config", "give either layer_config or layer_specs, not both")
+            legacy["layer_specs"] = layers
         elif key in _STACK_KEYS or key in _STACK_ALIASES:
             target = _STACK_ALIASES.get(key, key)
             if target in stack:
@@ -609,7 +968,8 @@ def _design_dict(kwargs: dict[str, Any]) -> dict[str, Any]:
         if mp:
             stack["params"] = _merge_params(stack.get("params"), {"mlp": mp})
     if legacy:
-        entries = _legacy_entries(legacy, causal)
+        hidden = model.get("hidden_size", Design.model_fields["hidden_size"].default)
+        entries = _legacy_entries(legacy, causal, hidden if isinstance(hidden, int) else None, notes)
         for other in ("pattern", "string", "explicit"):
             if other in stack:
                 raise DesignError(next(iter(legacy)), f"per-layer lists are mutually exclusive with `{other}`")
@@ -624,7 +984,8 @@ def _design_dict(kwargs: dict[str, Any]) -> dict[str, Any]:
     return model
 
 
-def _legacy_entries(legacy: dict[str, Any], causal: bool) -> list[dict[str, Any]]:
+def _legacy_entries(legacy: dict[str, Any], causal: bool, hidden_size: int | None = None,
+                    notes: list[str] | None = None) -> list[dict[str, Any]]:
     lists: dict[str, list[Any]] = {}
     for key, value in legacy.items():
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
@@ -645,7 +1006,7 @@ def _legacy_entries(legacy: dict[str, Any], causal: bool) -> list[dict[str, Any]
             spec = _spec_from_value(lists["attention_types"][i], causal, f"attention_types[{i}]")
         else:
             spec = None
-        entry = spec.to_entry() if spec is not None else {}
+        entry = spec.to_entry(hidden_size, notes, f"layer_specs[{i}]") if spec is not None else {}
         if "mlp_types" in lists:
             mlp, mp = normalize_mlp(lists["mlp_types"][i], f"mlp_types[{i}]")
             entry["mlp"] = mlp
@@ -712,7 +1073,8 @@ class LayerConfigBuilder:
     def from_pattern(pattern: str | LayerPattern, n_layers: int, causal: bool = True, **pattern_params: Any) -> list[LayerSpec]:
         """A built-in or registered pattern's layers (resolved through the plan)."""
         kwargs: dict[str, Any] = {} if causal else {"architecture": "encoder", "task": "mlm"}
-        cfg = TransformerConfig.from_pattern(pattern, n_layers, pattern_params=pattern_params, **kwargs)
+        with _no_capture():
+            cfg = TransformerConfig.from_pattern(pattern, n_layers, pattern_params=pattern_params, **kwargs)
         return [LayerSpec(s.attention, s.mlp, s.norm, s.params, s.index) for s in cfg.unique_layer_specs]
 
     @staticmethod
@@ -734,7 +1096,9 @@ class LayerConfigBuilder:
                 raise DesignError("layers", "must be a non-empty list")
             return [_spec_from_value(v, causal, f"layers[{i}]", i) for i, v in enumerate(data)]
         design = design_from_dict(data)
-        return [LayerSpec(s.attention, s.mlp, s.norm, s.params, s.index) for s in TransformerConfig(design).unique_layer_specs]
+        with _no_capture():
+            cfg = TransformerConfig(design)
+        return [LayerSpec(s.attention, s.mlp, s.norm, s.params, s.index) for s in cfg.unique_layer_specs]
 
     @staticmethod
     def add_custom_pattern(pattern: LayerPattern, *, replace: bool = True) -> None:
@@ -762,14 +1126,63 @@ def _read(source: Union[str, Path], fmt: str) -> Any:
 # Seed 001's registry over presets/
 
 
+def _seed001_json_presets() -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Seed 001's own preset files: ``*.json`` in the preset folders mapping a name to
+    ``{description, transformer: {seed-001 fields}, prediction_type, num_clusters}``
+    (its ``config/json_defaults/model/defaults.json``). Other JSON files are ignored."""
+    import json
+
+    from .presets import preset_dirs
+
+    out: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for d in reversed(preset_dirs()):
+        for f in sorted(d.glob("*.json")):
+            try:
+                data = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict):
+                for name, entry in data.items():
+                    if isinstance(entry, dict) and isinstance(entry.get("transformer"), dict):
+                        out[name] = (f, entry)
+    return out
+
+
 def list_model_presets() -> list[str]:
+    """Every preset name: the YAML designs in presets/ (and ``BACKEND_PRESETS_DIR``) plus
+    seed 001's JSON preset files there. A file dropped into the folder appears here."""
     from .presets import list_presets
 
-    return list_presets()
+    return sorted(set(list_presets()) | set(_seed001_json_presets()))
 
 
-def get_model_config(name: str) -> TransformerConfig:
-    """The preset ``name`` as a TransformerConfig (DesignError if unknown)."""
-    from .presets import load_preset
+def get_model_config(name: str) -> "TransformerConfig | ClusterPredictionConfig":
+    """The preset ``name``: a :class:`ClusterPredictionConfig` for cluster-prediction
+    presets (seed 001: ``.transformer.<field>`` reads and writes), else a
+    :class:`TransformerConfig`. DesignError if unknown."""
+    from .presets import find_preset, load_preset
 
-    return TransformerConfig(load_preset(name))
+    json_presets = _seed001_json_presets()
+    if find_preset(name) is None and name in json_presets:
+        path, entry = json_presets[name]
+        known = {"description", "transformer", "prediction_type", "num_clusters"}
+        for key in entry:
+            if key not in known:
+                raise DesignError(f"{path.name}:{name}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+        with _no_capture():
+            transformer = TransformerConfig(**entry["transformer"])
+            transformer.__setattr__("_design", transformer.to_design().model_copy(update={"name": name}))
+            cfg = ClusterPredictionConfig(transformer, entry.get("prediction_type", "centers"),
+                                          entry.get("num_clusters"), entry.get("description", ""))
+        _capture(cfg)
+        return cfg
+    design = load_preset(name)
+    with _no_capture():
+        transformer = TransformerConfig(design)
+        if not design.task.startswith("cluster_"):
+            cfg: Any = transformer
+        else:
+            kind = "centers" if design.task == "cluster_centers" else "assignments"
+            cfg = ClusterPredictionConfig(transformer, kind, design.output_dim if kind == "assignments" else None)
+    _capture(cfg)
+    return cfg
