@@ -44,9 +44,11 @@ design file; ``layer_specs`` and ``get_layer_info()`` list *executed* layers
 """
 from __future__ import annotations
 
-import copy
 import contextlib
+import copy
+import re
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Union
 
@@ -1186,3 +1188,843 @@ def get_model_config(name: str) -> "TransformerConfig | ClusterPredictionConfig"
             cfg = ClusterPredictionConfig(transformer, kind, design.output_dim if kind == "assignments" else None)
     _capture(cfg)
     return cfg
+
+
+# ===========================================================================
+# Seed models (seeds 002, 003, 004): each class maps its keywords onto a design
+# and holds the designer's real module for it (``backend.build.build_model``);
+# there is no model code here. ``to_design()`` gives the design; ``part`` says
+# which part of that design's model the object holds:
+#
+#   ("model",)                  the whole model
+#   ("decoder",)                an encoder-decoder model without its encoder stack
+#                               (a decoder that cross-attends to a memory it is given)
+#   ("stacks", name, ...)       only those stacks: inputs and outputs are hidden states
+#   ("block" | "attention" | "mlp", stack)   the first layer / its attention / its MLP
+#
+# A design always has an input projection, positions and a head, and a decoder
+# that cross-attends always has an encoder; so a bare seed component is the part
+# of the smallest design that contains it (for a cross-attending decoder, an
+# encoder of the same shape). Weights are built on the meta device, pruned to the
+# part, then materialised and initialised by the model's own ``init_weights``.
+
+import torch  # noqa: E402  (seeds 000/001 above need no torch)
+from torch import nn  # noqa: E402
+
+_DEVICE: list[Any] = [None]
+
+
+@contextlib.contextmanager
+def default_device(device: Any):
+    """Build seed models on ``device`` unless they name one; ``"meta"`` allocates no weights
+    (for looking at designs and parameter counts without running the model)."""
+    old, _DEVICE[0] = _DEVICE[0], device
+    try:
+        yield
+    finally:
+        _DEVICE[0] = old
+
+
+def _build_part(design: Design, part: tuple, device: Any = None) -> nn.Module:
+    from .build import build_model
+
+    dev = torch.device(device if device is not None else (_DEVICE[0] or "cpu"))
+    model = build_model(design, device="meta")
+    what = part[0]
+    if what == "decoder":
+        del model.stacks["encoder"]
+    elif what != "model":
+        keep = part[1:]
+        for name in list(model.stacks):
+            if name not in keep:
+                del model.stacks[name]
+        model.embed = model.head = model.pos = None
+    if dev.type != "meta":
+        model.to_empty(device=dev)
+        model.init_weights()
+    if what in ("model", "decoder", "stacks"):
+        return model
+    block = model.stacks[part[1]].blocks[0]
+    return {"block": block, "attention": block.attn, "mlp": block.mlp}[what]
+
+
+def _key_padding(mask: Any, path: str) -> torch.Tensor | None:
+    """A seed mask -> (B, S) bool key-padding mask (True = real token).
+
+    (B, S) masks pass; (B, T, S) masks are accepted when every query row is the
+    same (a padding mask broadcast over queries, as the seeds build them).
+    """
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise DesignError(path, f"must be a tensor, got {type(mask).__name__}")
+    m = mask != 0 if mask.dtype != torch.bool else mask
+    if m.dim() == 3:
+        if not bool((m == m[:, :1, :]).all()):
+            raise DesignError(path, "only key-padding masks are supported (every query row the same); "
+                                    "causal masking is the decoder's own")
+        m = m[:, 0, :]
+    if m.dim() != 2:
+        raise DesignError(path, f"must be (batch, keys) or (batch, queries, keys), got shape {tuple(mask.shape)}")
+    return m
+
+
+class _SeedModule(nn.Module):
+    """A seed class over the designer's module for ``part`` of ``design``."""
+
+    def __init__(self, design: Design, part: tuple = ("model",), device: Any = None):
+        super().__init__()
+        self._design = design
+        self.part = part
+        self.module = _build_part(design, part, device)
+        self.aux_loss = torch.zeros(())  # MoE load-balancing loss of the last forward (0 without MoE)
+        _capture(self)
+
+    def to_design(self) -> Design:
+        return self._design
+
+    def extra_repr(self) -> str:
+        return f"design={self._design.name!r}, part={self.part}"
+
+
+def _name(cls_name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls_name).lower()
+
+
+# ---------------------------------------------------------------------------
+# Seed 002: transformer components (post-norm, ReLU FFN, sinusoidal positions)
+
+
+@dataclass
+class FFNConfig:
+    """Seed 002's feed-forward config: a two-layer ReLU FFN of width ``latent_dim``, or
+    with ``use_moe`` a mixture of ``num_experts`` such FFNs (top-``topk`` routing, at
+    most ``capacity`` tokens per expert and batch, load-balancing weight ``alpha``)."""
+
+    embed_dim: int
+    latent_dim: int
+    use_moe: bool = False
+    num_experts: int | None = None
+    capacity: int | None = None
+    alpha: float = 0.01
+    topk: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.use_moe, bool):
+            raise DesignError("ffn_config.use_moe", f"must be true or false, got {short_repr(self.use_moe)}")
+        if self.use_moe and self.num_experts is None:
+            raise DesignError("ffn_config.num_experts", "is required when use_moe=True")
+        if self.use_moe and (isinstance(self.num_experts, bool) or not isinstance(self.num_experts, int) or self.num_experts < 1):
+            raise DesignError("ffn_config.num_experts", f"must be an integer >= 1, got {short_repr(self.num_experts)}")
+
+    def mlp(self) -> tuple[str, dict[str, Any]]:
+        """(mlp kind, params). The seed's loss is ``alpha * sum_i f_i p_i``; the MoE kind's
+        is ``weight * E * sum_i f_i P_i`` (Switch), so ``weight = alpha / E`` is the same loss.
+        The seed's dedicated overflow expert has no counterpart: over-capacity tokens
+        ride the residual (``overflow: drop``)."""
+        if not self.use_moe:
+            return "mlp", {"hidden": self.latent_dim}
+        return "moe", {"hidden": self.latent_dim, "num_experts": self.num_experts, "top_k": self.topk, "expert": "mlp",
+                       "capacity": self.capacity or 0, "overflow": "drop",
+                       "aux_loss_weight": float(self.alpha) / self.num_experts}
+
+
+def _kv_heads(attention_type: Any, num_heads: int, num_groups: int | None, path: str = "attention_type") -> int | None:
+    """Seed 002's attention types: mha (every head its own K/V), mqa (one), gqa (``num_groups``,
+    default ``num_heads // 2``)."""
+    key = attention_type.lower() if isinstance(attention_type, str) else attention_type
+    if key == "mha":
+        return None
+    if key == "mqa":
+        return 1
+    if key == "gqa":
+        return num_groups if num_groups is not None else max(1, num_heads // 2)
+    raise DesignError(path, f"must be 'mha', 'mqa' or 'gqa', got {short_repr(attention_type)}")
+
+
+def _seed002_design(cls_name: str, *, input_dim: int, embed_dim: int, ffn_latent_dim: int, num_heads: int,
+                    output_dim: int, max_seq_len: int, attention_type: str, ffn_config: FFNConfig | None,
+                    num_groups: int | None, dropout: float, task: str, architecture: str,
+                    stacks: dict[str, int]) -> Design:
+    if ffn_config is None:
+        ffn_config = FFNConfig(embed_dim, ffn_latent_dim)
+    if not isinstance(ffn_config, FFNConfig):
+        raise DesignError("ffn_config", f"must be an FFNConfig, got {type(ffn_config).__name__}")
+    if ffn_config.embed_dim != embed_dim:
+        raise DesignError("ffn_config.embed_dim", f"must match embed_dim {embed_dim}, got {short_repr(ffn_config.embed_dim)}")
+    if ffn_config.latent_dim != ffn_latent_dim:
+        raise DesignError("ffn_config.latent_dim", f"must match ffn_latent_dim {ffn_latent_dim}, got {short_repr(ffn_config.latent_dim)}")
+    mlp, mp = ffn_config.mlp()
+    d: dict[str, Any] = {
+        "name": _name(cls_name),
+        "description": f"Seed 002 {cls_name}: post-norm blocks, {attention_type} attention, "
+                       f"{'MoE of ReLU FFNs' if mlp == 'moe' else 'ReLU FFN'}, sinusoidal positions.",
+        "architecture": architecture, "task": task, "vocab_size": None, "input_dim": input_dim, "output_dim": output_dim,
+        "hidden_size": embed_dim, "n_heads": num_heads, "n_kv_heads": _kv_heads(attention_type, num_heads, num_groups),
+        "mlp_hidden": ffn_latent_dim, "activation": "relu", "max_seq_len": max_seq_len, "positional": "sinusoidal",
+        "norm": "layer", "norm_placement": "post", "bias": True, "tie_embeddings": False, "final_norm": False,
+        "dropout": dropout,
+    }
+    for name, n in stacks.items():
+        d[name] = {"n_layers": n, "attention": "self_sdpa", "mlp": mlp, "params": {"mlp": mp}}
+    return design_from_dict(d)
+
+
+def _new_cache(model: nn.Module, batch: int, expanding: bool) -> Any:
+    """The model's decoding cache; ``expanding=False`` makes every growing KV cache a
+    sliding window of ``max_seq_len`` (seed 002's "sliding window" context mode)."""
+    from .nn.common import KVCache
+
+    max_len = model.cfg["max_seq_len"]
+    cache = model.new_cache(batch, max_len)
+    if not expanding:
+        for entry in cache.layers:
+            kv = entry.get("self")
+            if isinstance(kv, KVCache) and not kv.window:
+                kv.window = max_len
+    return cache
+
+
+class TransformerModel(_SeedModule):
+    """Seed 002's regression model: ``(B, S, input_dim) -> (B, output_dim)`` (mean-pooled head).
+
+    Design: features in (``input_dim``), post-norm blocks of ``attention_type`` attention
+    (mha / mqa / gqa with ``num_groups``) and a ReLU FFN (or MoE via ``ffn_config``),
+    sinusoidal positions, bidirectional unless ``apply_causal_mask``; task regression.
+    The MoE auxiliary loss of the last forward is ``self.aux_loss``.
+    """
+
+    def __init__(self, input_dim: int, embed_dim: int, ffn_latent_dim: int, num_layers: int, num_heads: int,
+                 output_dim: int, apply_causal_mask: bool = False, max_seq_len: int = 512, attention_type: str = "mha",
+                 ffn_config: FFNConfig | None = None, use_kv_cache: bool = False, num_groups: int | None = None,
+                 dropout: float = 0.0, device: Any = None):
+        design = _seed002_design(
+            type(self).__name__, input_dim=input_dim, embed_dim=embed_dim, ffn_latent_dim=ffn_latent_dim,
+            num_heads=num_heads, output_dim=output_dim, max_seq_len=max_seq_len, attention_type=attention_type,
+            ffn_config=ffn_config, num_groups=num_groups, dropout=dropout, task=self._task,
+            architecture="decoder" if apply_causal_mask else "encoder", stacks={"layers": num_layers})
+        if use_kv_cache and not apply_causal_mask:
+            raise DesignError("use_kv_cache", "needs apply_causal_mask=True (a KV cache decodes causally)")
+        super().__init__(design, device=device)
+        self.use_kv_cache = use_kv_cache
+        self._cache: Any = None
+        self._cache_key: tuple | None = None
+
+    _task = "regression"
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.module(x, mask=_key_padding(mask, "mask"))
+        self.aux_loss = out.aux_loss
+        return out.output
+
+    def reset_cache(self) -> None:
+        self._cache = self._cache_key = None
+
+
+class AutoregressiveTransformerModel(TransformerModel):
+    """Seed 002's autoregressive model: ``(B, S, input_dim) -> (B, S, output_dim)``, causal.
+
+    Same design as :class:`TransformerModel` with a per-token head (task sequence).
+    With ``use_kv_cache``, ``model(x, expanding_context=True)`` feeds ``x`` as the next
+    tokens through the model's decoding cache (the first call fills it, later calls
+    append: outputs for the new tokens only); ``expanding_context=False`` keeps a
+    sliding window of ``max_seq_len`` keys. Without ``expanding_context`` (or without
+    a cache) a call is an ordinary full forward pass.
+    """
+
+    _task = "sequence"
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                expanding_context: bool | None = None) -> torch.Tensor:
+        if expanding_context is None or not self.use_kv_cache:
+            return super().forward(x, mask)
+        if mask is not None:
+            raise DesignError("mask", "is not supported with the KV cache (expanding_context)")
+        key = (bool(expanding_context), x.shape[0])
+        if self._cache is None or self._cache_key != key:
+            self._cache, self._cache_key = _new_cache(self.module, x.shape[0], bool(expanding_context)), key
+        return self.module.forward_one_step(x, self._cache)
+
+    def generate_next_token(self, x: torch.Tensor) -> torch.Tensor:
+        """The prediction for the position after ``x``: ``(B, 1, output_dim)``."""
+        return super().forward(x)[:, -1:]
+
+
+def _extends(prefix: torch.Tensor | None, seq: torch.Tensor) -> bool:
+    if prefix is None:
+        return True
+    n = prefix.shape[1]
+    return seq.shape[0] == prefix.shape[0] and seq.shape[1] >= n and torch.equal(seq[:, :n], prefix)
+
+
+class EncoderDecoder(_SeedModule):
+    """Seed 002's encoder-decoder: ``encode(source) -> (B, S, embed_dim)``,
+    ``decode(target, encoder_output) -> (B, T, output_dim)``, ``model(source, target)``.
+
+    With ``use_kv_cache``, ``decode(target, encoder_output, expanding_context=...)``
+    decodes incrementally through the model's cache: each call may pass the whole
+    target so far (as seed 002's generation loop does); the part already cached is
+    not recomputed, and the outputs for the whole target are returned. A target
+    that does not extend the cached one, or a new ``encoder_output``, starts afresh.
+    """
+
+    def __init__(self, input_dim: int, embed_dim: int, ffn_latent_dim: int, num_encoder_layers: int,
+                 num_decoder_layers: int, num_heads: int, output_dim: int, apply_causal_mask: bool = True,
+                 max_seq_len: int = 512, attention_type: str = "mha", ffn_config: FFNConfig | None = None,
+                 use_kv_cache: bool = False, num_groups: int | None = None, dropout: float = 0.0, device: Any = None):
+        if apply_causal_mask is not True:
+            raise DesignError("apply_causal_mask", "the decoder of an encoder-decoder is always causal; pass True")
+        design = _seed002_design(
+            type(self).__name__, input_dim=input_dim, embed_dim=embed_dim, ffn_latent_dim=ffn_latent_dim,
+            num_heads=num_heads, output_dim=output_dim, max_seq_len=max_seq_len, attention_type=attention_type,
+            ffn_config=ffn_config, num_groups=num_groups, dropout=dropout, task="sequence",
+            architecture="encoder_decoder", stacks={"encoder": num_encoder_layers, "decoder": num_decoder_layers})
+        super().__init__(design, device=device)
+        self.use_kv_cache = use_kv_cache
+        self._state: dict[str, Any] | None = None
+
+    def encode(self, source: torch.Tensor, src_mask: torch.Tensor | None = None,
+               expanding_context: bool | None = None) -> torch.Tensor:
+        """``(B, S, input_dim) -> (B, S, embed_dim)``; the encoder has no cache (it sees all of ``source``)."""
+        return self.module.encode(source, _key_padding(src_mask, "src_mask"))
+
+    def decode(self, target: torch.Tensor, encoder_output: torch.Tensor, expanding_context: bool | None = None,
+               memory_mask: torch.Tensor | None = None) -> torch.Tensor:
+        memory_mask = _key_padding(memory_mask, "memory_mask")
+        if expanding_context is None or not self.use_kv_cache:
+            out = self.module.decode(target, encoder_output, memory_mask=memory_mask)
+            self.aux_loss = out.aux_loss
+            return out.output
+        st = self._state
+        if (st is None or st["mode"] != bool(expanding_context) or st["memory"] is not encoder_output
+                or not _extends(st["inputs"], target)):
+            st = self._state = {"mode": bool(expanding_context), "memory": encoder_output, "inputs": None, "outputs": None,
+                                "cache": _new_cache(self.module, target.shape[0], bool(expanding_context))}
+        done = 0 if st["inputs"] is None else st["inputs"].shape[1]
+        if target.shape[1] > done:
+            first = st["inputs"] is None
+            out = self.module.forward_one_step(target[:, done:], st["cache"],
+                                               memory=encoder_output if first else None, memory_mask=memory_mask)
+            st["outputs"] = out if first else torch.cat([st["outputs"], out], dim=1)
+            st["inputs"] = target
+        return st["outputs"]
+
+    def forward(self, source: torch.Tensor, target: torch.Tensor, src_mask: torch.Tensor | None = None,
+                tgt_mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.module(source, target, mask=_key_padding(src_mask, "src_mask"), tgt_mask=_key_padding(tgt_mask, "tgt_mask"))
+        self.aux_loss = out.aux_loss
+        return out.output
+
+    def reset_cache(self) -> None:
+        self._state = None
+
+
+def _layer_design(cls_name: str, embed_dim: int, num_heads: int, n_kv_heads: int | None, causal: bool,
+                  mlp: tuple[str, dict[str, Any]] | None = None) -> Design:
+    """The one-layer seed-002 model around a bare attention / MoE layer."""
+    mlp = mlp or ("mlp", {})
+    return design_from_dict({
+        "name": _name(cls_name), "description": f"Seed 002 {cls_name} as the layer of a one-layer model.",
+        "architecture": "decoder" if causal else "encoder", "task": "sequence", "vocab_size": None,
+        "input_dim": embed_dim, "output_dim": embed_dim, "hidden_size": embed_dim, "n_heads": num_heads,
+        "n_kv_heads": n_kv_heads, "activation": "relu", "positional": "none", "norm": "layer", "norm_placement": "post",
+        "bias": True, "tie_embeddings": False, "final_norm": False,
+        "layers": {"n_layers": 1, "attention": "self_sdpa", "mlp": mlp[0], "params": {"mlp": mlp[1]}},
+    })
+
+
+class MultiHeadAttention(_SeedModule):
+    """Seed 002's multi-head self-attention ``(B, S, embed_dim) -> (B, S, embed_dim)``: the
+    ``self_sdpa`` module of a one-layer design, no positional encoding (as the seed's layer).
+
+    ``attn(x)`` or ``attn(x, x, x)``; ``mask`` is a key-padding mask (B, S). Queries,
+    keys and values from different tensors are cross-attention, which lives in
+    :class:`EncoderDecoder`.
+    """
+
+    _kv: Any = "mha"
+
+    def __init__(self, embed_dim: int, num_heads: int, apply_causal_mask: bool = False, use_kv_cache: bool = False,
+                 num_groups: int | None = None, device: Any = None):
+        kv = _kv_heads(self._kv, num_heads, num_groups)
+        super().__init__(_layer_design(type(self).__name__, embed_dim, num_heads, kv, bool(apply_causal_mask)),
+                         ("attention", "layers"), device)
+        self.use_kv_cache = use_kv_cache
+        self.num_groups = kv or num_heads
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor | None = None, value: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        if (key is not None and key is not query) or (value is not None and value is not query):
+            raise DesignError("key", "this is self-attention (key and value are the query); cross-attention is in EncoderDecoder")
+        return self.module(query, padding_mask=_key_padding(mask, "mask"))
+
+
+class MultiQueryAttention(MultiHeadAttention):
+    """Seed 002's multi-query attention: one key/value head shared by all query heads."""
+
+    _kv = "mqa"
+
+
+class GroupQueryAttention(MultiHeadAttention):
+    """Seed 002's grouped-query attention: ``num_groups`` key/value heads (default ``num_heads // 2``)."""
+
+    _kv = "gqa"
+
+
+_ATTENTION_CLASSES = {"mha": MultiHeadAttention, "mqa": MultiQueryAttention, "gqa": GroupQueryAttention}
+
+
+def get_attention(attention_type: str, embed_dim: int, num_heads: int, num_groups: int | None = None,
+                  apply_causal_mask: bool = False, use_kv_cache: bool = False, device: Any = None) -> MultiHeadAttention:
+    """Seed 002's attention factory; ``num_groups`` only matters for gqa."""
+    key = attention_type.lower() if isinstance(attention_type, str) else attention_type
+    if key not in _ATTENTION_CLASSES:
+        raise DesignError("attention_type", f"must be 'mha', 'mqa' or 'gqa', got {short_repr(attention_type)}")
+    groups = num_groups if key == "gqa" else None
+    return _ATTENTION_CLASSES[key](embed_dim, num_heads, apply_causal_mask=apply_causal_mask, use_kv_cache=use_kv_cache,
+                                   num_groups=groups, device=device)
+
+
+class MOE(_SeedModule):
+    """Seed 002's mixture of experts: ``moe(x) -> (output, aux_loss)``, output shaped like ``x``.
+
+    The ``moe`` module of a one-layer design: ``num_experts`` ReLU FFNs of width
+    ``ffn_latent_dim``, top-``topk`` routing, at most ``capacity`` tokens per expert and
+    batch, auxiliary loss ``alpha * sum_i f_i p_i`` (see :meth:`FFNConfig.mlp`).
+    """
+
+    def __init__(self, embed_dim: int, ffn_latent_dim: int, num_experts: int, capacity: int | None = None,
+                 alpha: float = 0.01, topk: int = 1, device: Any = None):
+        ffn = FFNConfig(embed_dim, ffn_latent_dim, True, num_experts, capacity, alpha, topk)
+        super().__init__(_layer_design(type(self).__name__, embed_dim, 1, None, False, ffn.mlp()), ("mlp", "layers"), device)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.module(x)
+        self.aux_loss = self.module.aux_loss
+        return out, self.aux_loss
+
+
+class TransformerEncoderLayer(_SeedModule):
+    """Seed 002's encoder layer ``(B, S, embed_dim) -> (B, S, embed_dim)``: one post-norm block
+    (attention + residual, LayerNorm, FFN or MoE + residual, LayerNorm); ``aux_loss`` as above."""
+
+    def __init__(self, embed_dim: int, num_heads: int, ffn_latent_dim: int | None = None, attention_type: str = "mha",
+                 num_groups: int | None = None, apply_causal_mask: bool = False, ffn_config: FFNConfig | None = None,
+                 dropout: float = 0.0, device: Any = None):
+        latent = ffn_latent_dim or (ffn_config.latent_dim if isinstance(ffn_config, FFNConfig) else 4 * embed_dim)
+        design = _seed002_design(
+            type(self).__name__, input_dim=embed_dim, embed_dim=embed_dim, ffn_latent_dim=latent, num_heads=num_heads,
+            output_dim=embed_dim, max_seq_len=2048, attention_type=attention_type, ffn_config=ffn_config,
+            num_groups=num_groups, dropout=dropout, task="sequence",
+            architecture="decoder" if apply_causal_mask else "encoder", stacks={"layers": 1})
+        super().__init__(design, ("block", "layers"), device)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        y, self.aux_loss = self.module(x, padding_mask=_key_padding(mask, "mask"))
+        return y
+
+
+def create_causal_mask(seq_len: int, device: Any = None) -> torch.Tensor:
+    """(seq_len, seq_len) lower-triangular bool mask: True where query i may attend key j <= i."""
+    return torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+
+
+def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                                 mask: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v over (..., S, d) tensors (the designer's SDPA call). ``mask``:
+    True / non-zero where attending is allowed (e.g. :func:`create_causal_mask`)."""
+    from .nn.attention import sdpa
+
+    if mask is not None and mask.dtype != torch.bool:
+        mask = mask != 0
+    return sdpa(query, key, value, mask, dropout_p=dropout_p)
+
+
+# ---------------------------------------------------------------------------
+# Seed 003: configurable encoder / decoder with incremental decoding
+
+_NORM_STRATEGIES = {"pre_norm": "pre", "post_norm": "post", "pre": "pre", "post": "post", "pre_post": "pre_post"}
+_ACTIVATION_SPELLINGS = {"swish": "silu"}
+
+
+def _seed003_design(cls_name: str, *, input_size: int, output_size: int | None, d_model: int, nhead: int,
+                    num_layers: int, dim_feedforward: int, dropout: float, att_type: str, use_swiglu: bool,
+                    norm_strategy: str, use_adaptive_ln: Any, use_gradient_checkpointing: bool, share_layers: bool,
+                    use_final_norm: bool, activation: str, max_seq_len: int, cross: bool) -> Design:
+    att, ap = normalize_attention(att_type, cross, "att_type")
+    act = _ACTIVATION_SPELLINGS.get(activation, activation)
+    mlp, mp = ("swiglu", {}) if use_swiglu else normalize_mlp(act, "activation")
+    if use_adaptive_ln is True:
+        norm = "adaptive"
+    elif use_adaptive_ln in (False, None):
+        norm = "layer"
+    else:
+        norm = normalize_norm(use_adaptive_ln, "use_adaptive_ln")
+    if norm_strategy not in _NORM_STRATEGIES:
+        raise DesignError("norm_strategy", f"must be one of {', '.join(_NORM_STRATEGIES)}, got {short_repr(norm_strategy)}")
+    repeat = {"mode": "cycle", "factor": num_layers} if share_layers and num_layers > 1 else {"mode": "none"}
+    stack = {"n_layers": 1 if share_layers else num_layers, "attention": att, "mlp": mlp,
+             "params": {"attention": ap, "mlp": mp}, "repeat": repeat}
+    d: dict[str, Any] = {
+        "name": _name(cls_name),
+        "description": f"Seed 003 {cls_name}: {norm_strategy} {norm} norms, {att_type} attention, "
+                       f"{'SwiGLU' if use_swiglu else act} FFN{', one layer shared by every depth' if share_layers else ''}.",
+        "architecture": "encoder_decoder" if cross else "encoder", "task": "sequence", "vocab_size": None,
+        "input_dim": input_size, "output_dim": output_size or d_model, "hidden_size": d_model, "n_heads": nhead,
+        "mlp_hidden": dim_feedforward, "activation": act if act in ("gelu", "relu", "silu", "mish") else "gelu",
+        "max_seq_len": max_seq_len, "positional": "sinusoidal", "norm": norm, "norm_placement": _NORM_STRATEGIES[norm_strategy],
+        "final_norm": use_final_norm, "dropout": dropout, "gradient_checkpointing": use_gradient_checkpointing,
+        "bias": True, "tie_embeddings": False,
+    }
+    if cross:  # the decoder's encoder: the same shape, bidirectional
+        enc_att, enc_ap = normalize_attention(att_type, False, "att_type")
+        d["encoder"] = {**stack, "attention": enc_att, "params": {"attention": enc_ap, "mlp": mp}}
+        d["decoder"] = stack
+    else:
+        d["layers"] = stack
+    return design_from_dict(d)
+
+
+class TransformerEncoder(_SeedModule):
+    """Seed 003's encoder: ``(B, S, input_size) -> (B, S, output_size or d_model)``.
+
+    ``att_type``: standard / xformer (memory-efficient SDPA kernel) / flash / frequency;
+    ``use_swiglu`` (else a two-layer FFN with ``activation``); ``norm_strategy``
+    pre_norm / post_norm; ``use_adaptive_ln``: "layer", "rms", "adaptive" (True);
+    ``share_layers``: one layer run at every depth; sinusoidal positions.
+    """
+
+    _cross = False
+
+    def __init__(self, input_size: int, d_model: int = 512, nhead: int = 8, num_layers: int = 6,
+                 dim_feedforward: int = 2048, dropout: float = 0.1, att_type: str = "standard", use_swiglu: bool = True,
+                 norm_strategy: str = "pre_norm", use_adaptive_ln: Any = "layer", use_gradient_checkpointing: bool = False,
+                 share_layers: bool = False, use_final_norm: bool = True, activation: str = "gelu",
+                 output_size: int | None = None, max_seq_len: int = 2048, device: Any = None):
+        design = _seed003_design(
+            type(self).__name__, input_size=input_size, output_size=output_size, d_model=d_model, nhead=nhead,
+            num_layers=num_layers, dim_feedforward=dim_feedforward, dropout=dropout, att_type=att_type,
+            use_swiglu=use_swiglu, norm_strategy=norm_strategy, use_adaptive_ln=use_adaptive_ln,
+            use_gradient_checkpointing=use_gradient_checkpointing, share_layers=share_layers,
+            use_final_norm=use_final_norm, activation=activation, max_seq_len=max_seq_len, cross=self._cross)
+        super().__init__(design, ("decoder",) if self._cross else ("model",), device)
+
+    def forward(self, src: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.module(src, mask=_key_padding(mask, "mask"))
+        self.aux_loss = out.aux_loss
+        return out.output
+
+
+class TransformerDecoder(TransformerEncoder):
+    """Seed 003's decoder: causal self-attention, cross-attention to ``memory`` (an encoder's
+    output, ``(B, M, d_model)``), ``(B, T, input_size) -> (B, T, output_size)``.
+
+    ``forward_one_step(tgt, memory, incremental_state)`` decodes ``tgt`` (B, s, input_size)
+    as the next positions and returns ``(output (B, s, output_size), incremental_state)``.
+    ``incremental_state`` starts as ``{}``; afterwards ``state["layers"][j]`` is
+    ``{"self_attn": {"key", "value"}, "cross_attn": {"key", "value"}}`` for executed layer
+    ``j``, each (B, T, n_kv_heads * head_dim) (= (B, T, d_model) for full attention), views
+    of the model's own cache, which is kept in ``state["cache"]``. ``memory`` is read on
+    the first step (its keys/values are cached).
+
+    The design is the encoder-decoder this decoder belongs to (its encoder of the same
+    shape); the module holds the decoder part (embedding, decoder stack, head).
+    """
+
+    _cross = True
+
+    def __init__(self, input_size: int, output_size: int, d_model: int = 512, nhead: int = 8, num_layers: int = 6,
+                 dim_feedforward: int = 2048, dropout: float = 0.1, att_type: str = "standard", use_swiglu: bool = True,
+                 norm_strategy: str = "pre_norm", use_adaptive_ln: Any = "layer", use_gradient_checkpointing: bool = False,
+                 share_layers: bool = False, use_final_norm: bool = True, activation: str = "gelu",
+                 max_seq_len: int = 2048, device: Any = None):
+        super().__init__(input_size, d_model, nhead, num_layers, dim_feedforward, dropout, att_type, use_swiglu,
+                         norm_strategy, use_adaptive_ln, use_gradient_checkpointing, share_layers, use_final_norm,
+                         activation, output_size, max_seq_len, device)
+
+    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, tgt_mask: torch.Tensor | None = None,  # type: ignore[override]
+                memory_mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.module.decode(tgt, memory, tgt_mask=_key_padding(tgt_mask, "tgt_mask"),
+                                 memory_mask=_key_padding(memory_mask, "memory_mask"))
+        self.aux_loss = out.aux_loss
+        return out.output
+
+    def forward_one_step(self, tgt: torch.Tensor, memory: torch.Tensor | None = None,
+                         incremental_state: dict[str, Any] | None = None,
+                         memory_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        state = incremental_state if incremental_state is not None else {}
+        cache = state.get("cache")
+        first = cache is None
+        if first:
+            if memory is None:
+                raise DesignError("memory", "is required on the first step (the encoder output to cross-attend to)")
+            cache = state["cache"] = _new_cache(self.module, tgt.shape[0], True)
+        out = self.module.forward_one_step(tgt, cache, memory=memory if first else None,
+                                           memory_mask=_key_padding(memory_mask, "memory_mask") if first else None)
+        state["layers"] = [{"self_attn": _kv_view(e.get("self")), "cross_attn": _kv_view(e.get("cross"))}
+                           for e in cache.layers]
+        return out, state
+
+
+def _kv_view(cache: Any) -> dict[str, torch.Tensor]:
+    """A KV cache (B, H_kv, T, Dh) as seed 003's {"key", "value"} of shape (B, T, H_kv * Dh)."""
+    k = getattr(cache, "k", None)
+    if k is None:
+        return {}
+    return {"key": k.transpose(1, 2).flatten(2), "value": cache.v.transpose(1, 2).flatten(2)}
+
+
+# ---------------------------------------------------------------------------
+# Seed 004: Performer universal layers (inputs and outputs are d_model-wide hidden states)
+
+
+class ActivationFunctions(str, Enum):
+    """Seed 004's FFN activations: the GLU variants are gated FFN kinds, GELU / RELU a two-layer FFN."""
+
+    GELU = "gelu"
+    RELU = "relu"
+    SWIGLU = "swiglu"
+    GEGLU = "geglu"
+    REGLU = "reglu"
+
+
+_PERFORMER_ATTENTION = {"softmax": "self_sdpa", "linear": "linear", "causal_linear": "causal_linear"}
+_PERFORMER_DEFAULTS: dict[str, Any] = {
+    "d_model": 512, "device": None, "batch_size": None, "num_layers": 6, "num_heads": 8, "d_ff": 4, "dropout": 0.1,
+    "attention_type": "linear", "activation": ActivationFunctions.GELU, "nb_features": 256, "use_rezero": False,
+    "use_scalenorm": False, "feature_redraw_interval": 1000, "auto_check_redraw": True, "use_cross_attention": False,
+    "max_seq_len": 2048,
+}
+_PERFORMER_MODEL_KEYS = ("d_model", "num_heads", "dropout", "max_seq_len")
+
+
+def _performer_fields(given: Mapping[str, Any] | None, path: str, **defaults: Any) -> dict[str, Any]:
+    f = {**_PERFORMER_DEFAULTS, **defaults}
+    for key, value in (given or {}).items():
+        if key not in f:
+            raise DesignError(f"{path}{key}", f"unknown keyword (known: {', '.join(_PERFORMER_DEFAULTS)})")
+        f[key] = value
+    return f
+
+
+def _performer_stack(f: dict[str, Any], path: str, causal: bool, n_layers: int | None = None) -> dict[str, Any]:
+    """Seed-004 fields -> a design stack. ``nb_features`` / redraw settings go to the Performer
+    kinds (fix_projection = not auto_check_redraw); ``d_ff`` multiplies ``d_model``."""
+    name = f["attention_type"]
+    if name not in _PERFORMER_ATTENTION:
+        raise DesignError(f"{path}attention_type", f"must be one of {', '.join(_PERFORMER_ATTENTION)}, got {short_repr(name)}")
+    att = _PERFORMER_ATTENTION[name]
+    if not causal and att == "causal_linear":
+        att = "linear"  # the bidirectional twin, for the encoder of a bare cross-attending decoder
+    act = f["activation"].value if isinstance(f["activation"], ActivationFunctions) else f["activation"]
+    mlp, mp = normalize_mlp(act, f"{path}activation")
+    d_ff = f["d_ff"]
+    if isinstance(d_ff, bool) or not isinstance(d_ff, (int, float)) or d_ff <= 0:
+        raise DesignError(f"{path}d_ff", f"must be a number > 0 (FFN width = d_ff * d_model), got {short_repr(d_ff)}")
+    mp["hidden"] = max(1, int(round(d_ff * f["d_model"])))
+    ap: dict[str, Any] = {}
+    if "nb_features" in ATTENTION[att].params:
+        ap = {"nb_features": f["nb_features"], "redraw_interval": f["feature_redraw_interval"] or 0,
+              "fix_projection": not f["auto_check_redraw"]}
+    if f["use_rezero"] and f["use_scalenorm"]:
+        raise DesignError(f"{path}use_scalenorm", "choose one of use_rezero and use_scalenorm")
+    norm = "rezero" if f["use_rezero"] else "scale" if f["use_scalenorm"] else "layer"
+    return {"n_layers": f["num_layers"] if n_layers is None else n_layers, "attention": att, "mlp": mlp, "norm": norm,
+            "params": {"attention": ap, "mlp": mp}}
+
+
+def _performer_design(cls_name: str, stacks: dict[str, tuple[dict[str, Any], str]], architecture: str,
+                      n_layers: int | None = None) -> Design:
+    """stacks: design stack name -> (seed-004 fields, error path prefix)."""
+    fields = [f for f, _ in stacks.values()]
+    for key in _PERFORMER_MODEL_KEYS:
+        values = {repr(f[key]) for f in fields}
+        if len(values) > 1:
+            (fa, pa), (fb, pb) = list(stacks.values())[:2]
+            raise DesignError(f"{pb}{key}", f"must equal {pa}{key} ({short_repr(fa[key])}): a design has one {key}; "
+                                            f"got {short_repr(fb[key])}")
+    f0 = fields[-1]
+    d: dict[str, Any] = {
+        "name": _name(cls_name),
+        "description": f"Seed 004 {cls_name}: pre-norm Performer layers over d_model-wide hidden states.",
+        "architecture": architecture, "task": "sequence", "vocab_size": None, "input_dim": f0["d_model"],
+        "output_dim": f0["d_model"], "hidden_size": f0["d_model"], "n_heads": f0["num_heads"], "dropout": f0["dropout"],
+        "max_seq_len": f0["max_seq_len"], "positional": "none", "norm": "layer", "norm_placement": "pre", "bias": True,
+        "tie_embeddings": False,
+    }
+    for name, (f, path) in stacks.items():
+        d[name] = _performer_stack(f, path, causal=name == "decoder" or architecture == "decoder", n_layers=n_layers)
+    d["norm"] = d[list(stacks)[-1]]["norm"]
+    return design_from_dict(d)
+
+
+def _fix_projections(owner: _SeedModule, stacks: Sequence[str]) -> None:
+    """Stop redrawing the Performer features of ``stacks`` (module flag and design param)."""
+    mods = [owner.module.stacks[n] for n in stacks] if hasattr(owner.module, "stacks") else [owner.module]
+    for mod in mods:
+        for m in mod.modules():
+            if hasattr(m, "fix_projection") and hasattr(m, "redraw_projection"):
+                m.fix_projection = True
+    d = owner._design.to_dict()
+    for name in stacks:
+        st = d[name]
+        if "fix_projection" in ATTENTION[st["attention"]].params:
+            st["params"]["attention"]["fix_projection"] = True
+    owner._design = design_from_dict(d)
+
+
+class PerformerLayer(_SeedModule):
+    """Seed 004's universal layer ``(B, S, d_model) -> (B, S, d_model)``: an encoder layer, or with
+    ``use_cross_attention`` a decoder layer that attends to ``encoder_output``.
+
+    ``attention_type``: softmax / linear (FAVOR+, bidirectional) / causal_linear;
+    ``activation``: an :class:`ActivationFunctions`; ``d_ff``: FFN width multiplier;
+    ``use_rezero`` / ``use_scalenorm`` instead of LayerNorm (pre-norm). ``batch_size`` is
+    accepted and unused (the modules take any batch); ``device`` is where weights live.
+    """
+
+    def __init__(self, **kwargs: Any):
+        f = _performer_fields(kwargs, "")
+        cross = bool(f["use_cross_attention"])
+        causal = cross or f["attention_type"] == "causal_linear"
+        if cross:
+            design = _performer_design(type(self).__name__, {"encoder": (f, ""), "decoder": (f, "")}, "encoder_decoder", 1)
+            part = ("block", "decoder")
+        else:
+            design = _performer_design(type(self).__name__, {"layers": (f, "")}, "decoder" if causal else "encoder", 1)
+            part = ("block", "layers")
+        super().__init__(design, part, f["device"])
+        self.batch_size = f["batch_size"]
+
+    def forward(self, x: torch.Tensor, encoder_output: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                cross_attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        y, self.aux_loss = self.module(x, padding_mask=_key_padding(mask, "mask"), memory=encoder_output,
+                                       memory_mask=_key_padding(cross_attn_mask, "cross_attn_mask"))
+        return y
+
+    def fix_projection_matrices_(self) -> None:
+        _fix_projections(self, [self.part[1]])
+
+
+class _PerformerStacks(_SeedModule):
+    """Shared forward passes of the seed-004 stack classes."""
+
+    def _encode(self, name: str, x: torch.Tensor, mask: Any) -> torch.Tensor:
+        h, self.aux_loss = self.module.stacks[name](x, padding_mask=_key_padding(mask, "mask"))
+        return h
+
+    def _decode(self, name: str, tgt: torch.Tensor, encoder_output: torch.Tensor | None, self_attn_mask: Any,
+                cross_attn_mask: Any, use_causal_mask: bool, mask: Any) -> torch.Tensor:
+        if use_causal_mask is not True:
+            raise DesignError("use_causal_mask", "decoder stacks are always causal here; pass True (or use an encoder)")
+        if self_attn_mask is not None:
+            raise DesignError("self_attn_mask", "custom self-attention masks are not supported; the causal mask is built "
+                                                "in, padding goes in `mask`")
+        stack = self.module.stacks[name]
+        if stack.has_cross and encoder_output is None:
+            raise DesignError("encoder_output", "is required: this decoder cross-attends (use_cross_attention=False for a "
+                                                "decoder-only model)")
+        h, self.aux_loss = stack(tgt, padding_mask=_key_padding(mask, "mask"),
+                                 memory=encoder_output if stack.has_cross else None,
+                                 memory_mask=_key_padding(cross_attn_mask, "cross_attn_mask"))
+        return h
+
+
+class PerformerEncoder(_PerformerStacks):
+    """Seed 004's encoder ``(B, S, d_model) -> (B, S, d_model)``: ``num_layers`` bidirectional
+    layers (keywords as :class:`PerformerLayer`), then a final norm."""
+
+    def __init__(self, **kwargs: Any):
+        f = _performer_fields(kwargs, "")
+        super().__init__(_performer_design(type(self).__name__, {"layers": (f, "")}, "encoder"), ("stacks", "layers"),
+                         f["device"])
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self._encode("layers", x, mask)
+
+    def fix_projection_matrices_(self) -> None:
+        _fix_projections(self, ["layers"])
+
+
+class PerformerDecoder(_PerformerStacks):
+    """Seed 004's decoder ``(B, T, d_model) -> (B, T, d_model)``: causal layers that cross-attend
+    to ``encoder_output`` (``use_cross_attention=True``, the default), or a decoder-only stack."""
+
+    def __init__(self, **kwargs: Any):
+        f = _performer_fields(kwargs, "", attention_type="causal_linear", use_cross_attention=True)
+        if f["use_cross_attention"]:
+            design = _performer_design(type(self).__name__, {"encoder": (f, ""), "decoder": (f, "")}, "encoder_decoder")
+            self_name = "decoder"
+        else:
+            design = _performer_design(type(self).__name__, {"layers": (f, "")}, "decoder")
+            self_name = "layers"
+        super().__init__(design, ("stacks", self_name), f["device"])
+
+    def forward(self, tgt: torch.Tensor, encoder_output: torch.Tensor | None = None, self_attn_mask: Any = None,
+                cross_attn_mask: Any = None, use_causal_mask: bool = True, mask: Any = None) -> torch.Tensor:
+        return self._decode(self.part[1], tgt, encoder_output, self_attn_mask, cross_attn_mask, use_causal_mask, mask)
+
+    def fix_projection_matrices_(self) -> None:
+        _fix_projections(self, [self.part[1]])
+
+
+class _StackView:
+    """``model.encoder`` / ``model.decoder`` of an :class:`EncoderDecoderTransformer` (no weights of its own)."""
+
+    def __init__(self, owner: "EncoderDecoderTransformer", name: str):
+        self._owner, self._name = owner, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self._name == "encoder":
+            return self._owner.encode(*args, **kwargs)
+        return self._owner.decode(*args, **kwargs)
+
+    def fix_projection_matrices_(self) -> None:
+        _fix_projections(self._owner, [self._name])
+
+    def parameters(self):
+        return self._owner.module.stacks[self._name].parameters()
+
+
+class EncoderDecoderTransformer(_PerformerStacks):
+    """Seed 004's seq2seq model over hidden states: ``model(src, tgt) -> (B, T, d_model)``,
+    ``encode(src)``, ``decode(tgt, encoder_output=...)``; ``model.encoder`` / ``model.decoder``
+    call the stacks and have ``fix_projection_matrices_()``.
+
+    ``encoder_params`` / ``decoder_params`` take :class:`PerformerLayer`'s keywords per
+    stack (decoder default ``causal_linear``); ``d_model``, ``num_heads``, ``dropout`` and
+    ``max_seq_len`` are model-wide in a design and must agree between the two.
+    """
+
+    def __init__(self, encoder_params: Mapping[str, Any] | None = None, decoder_params: Mapping[str, Any] | None = None):
+        fe = _performer_fields(encoder_params, "encoder_params.")
+        fd = _performer_fields(decoder_params, "decoder_params.", attention_type="causal_linear")
+        design = _performer_design(type(self).__name__, {"encoder": (fe, "encoder_params."),
+                                                         "decoder": (fd, "decoder_params.")}, "encoder_decoder")
+        if fe["device"] is not None and fd["device"] is not None and str(fe["device"]) != str(fd["device"]):
+            raise DesignError("decoder_params.device", f"must equal encoder_params.device ({fe['device']}), got {fd['device']}")
+        super().__init__(design, ("stacks", "encoder", "decoder"), fe["device"] if fe["device"] is not None else fd["device"])
+
+    @property
+    def encoder(self) -> _StackView:
+        return _StackView(self, "encoder")
+
+    @property
+    def decoder(self) -> _StackView:
+        return _StackView(self, "decoder")
+
+    def encode(self, src: torch.Tensor, mask: Any = None) -> torch.Tensor:
+        return self._encode("encoder", src, mask)
+
+    def decode(self, tgt: torch.Tensor, encoder_output: torch.Tensor | None = None, self_attn_mask: Any = None,
+               cross_attn_mask: Any = None, use_causal_mask: bool = True, mask: Any = None) -> torch.Tensor:
+        return self._decode("decoder", tgt, encoder_output, self_attn_mask, cross_attn_mask, use_causal_mask, mask)
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor, src_mask: Any = None, tgt_mask: Any = None,
+                cross_attn_mask: Any = None) -> torch.Tensor:
+        memory = self.encode(src, src_mask)
+        aux = self.aux_loss
+        out = self.decode(tgt, memory, cross_attn_mask=cross_attn_mask if cross_attn_mask is not None else src_mask,
+                          mask=tgt_mask)
+        self.aux_loss = self.aux_loss + aux
+        return out
