@@ -820,7 +820,7 @@ class TransformerConfig:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        if name in _SEED001_DEFAULTS and name not in ("num_layers", "num_heads"):
+        if name in _SEED001_DEFAULTS:
             return _seed001_view(self._design, self._held)[name]
         field_name = _MODEL_ALIASES.get(name, name)
         if field_name in Design.model_fields:
