@@ -77,11 +77,11 @@ def run_source(source: str, filename: str, namespace: dict[str, Any] | None = No
         return list(built)
 
 
-def designs_yaml(objects: list[Any]) -> str:
+def designs_yaml(objects: list[Any], compact: bool = False) -> str:
     """One YAML document per object (``---`` between), headed by a comment naming its class."""
     docs = []
     for obj in objects:
-        docs.append(f"# {type(obj).__name__}\n{obj.to_design().to_yaml()}")
+        docs.append(f"# {type(obj).__name__}\n{obj.to_design().to_yaml(exclude_defaults=compact)}")
     return "---\n".join(docs)
 
 
@@ -95,13 +95,16 @@ def cli_from_code(args: Any) -> int:
         raise DesignError(str(path), f"is not UTF-8 text (byte {exc.start})") from None
     cwd = os.getcwd()
     sink = io.StringIO() if args.quiet else sys.stderr
+    from . import compat
+
     try:
         os.chdir(path.resolve().parent)
-        with contextlib.redirect_stdout(sink):
+        device = compat.default_device("meta") if args.meta else contextlib.nullcontext()
+        with contextlib.redirect_stdout(sink), device:
             built = run_source(source, str(path.resolve()))
     finally:
         os.chdir(cwd)
     if not built:
         raise DesignError(str(path), "the script built no seed-style config or model (nothing to print)")
-    sys.stdout.write(designs_yaml(built))
+    sys.stdout.write(designs_yaml(built, compact=args.compact))
     return 0

@@ -607,3 +607,16 @@ def test_performer_decoder_only_and_cross_masks():
     with pytest.raises(DesignError) as exc:
         dec(tgt)
     assert exc.value.path == "encoder_output"
+
+
+def test_readme_migration_example_runs():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Migrating from the seed systems"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    ns: dict = {"torch": torch}
+    exec(code, ns)  # noqa: S102
+    assert ns["state"]["layers"][0]["self_attn"]["key"].shape == (2, 1, 512)
+    assert ns["model"].to_design().decoder.params.attention["fix_projection"] is True
