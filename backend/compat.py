@@ -1,4 +1,15 @@
-"""The seeds' Python API, as a thin layer over ``backend.spec`` and ``backend.plan``.
+"""The seeds' Python API, as a thin layer over ``backend.spec``, ``backend.plan`` and the real modules.
+
+The five seed systems' examples run with their imports pointed here
+(``python -m backend from-code`` and ``tests/test_seeds.py`` do exactly that).
+Seeds 000/001 are configs (below); seeds 002 (``TransformerModel``,
+``AutoregressiveTransformerModel``, ``EncoderDecoder``, ``MultiHeadAttention`` /
+``MultiQueryAttention`` / ``GroupQueryAttention``, ``get_attention``, ``MOE``,
+``FFNConfig``, masks), 003 (``TransformerEncoder``, ``TransformerDecoder`` with
+``forward_one_step``) and 004 (``PerformerLayer`` / ``Encoder`` / ``Decoder``,
+``EncoderDecoderTransformer``, ``ActivationFunctions``) are ``nn.Module`` s that
+map their keywords onto a design and hold the designer's own module for it
+(section "Seed models" below); every object has ``to_design()``.
 
 Code written against the seed READMEs keeps working::
 
@@ -58,9 +69,20 @@ from .registry import ATTENTION, MLP, NORM
 from .spec import Design, design_from_dict, parse_document, read_document
 
 __all__ = [
-    "TransformerConfig", "LayerConfigBuilder", "LayerPattern", "LayerSpec",
-    "get_model_config", "list_model_presets",
+    # seed 000 / 001
+    "TransformerConfig", "LayerConfigBuilder", "LayerPattern", "LayerSpec", "ClusterPredictionConfig",
+    "get_model_config", "list_model_presets", "translate_custom_params",
     "normalize_attention", "normalize_mlp", "normalize_norm",
+    # seed 002
+    "FFNConfig", "TransformerModel", "AutoregressiveTransformerModel", "EncoderDecoder", "MultiHeadAttention",
+    "MultiQueryAttention", "GroupQueryAttention", "get_attention", "MOE", "TransformerEncoderLayer",
+    "create_causal_mask", "scaled_dot_product_attention",
+    # seed 003
+    "TransformerEncoder", "TransformerDecoder",
+    # seed 004
+    "ActivationFunctions", "PerformerLayer", "PerformerEncoder", "PerformerDecoder", "EncoderDecoderTransformer",
+    # helpers
+    "capture_models", "default_device",
 ]
 
 # ---------------------------------------------------------------------------
@@ -624,19 +646,29 @@ class TransformerConfig:
             if not isinstance(design, Design):
                 raise DesignError("design", f"must be a Design, got {type(design).__name__}")
         elif _SEED001_ONLY & set(kwargs):
-            fields = dict(_SEED001_DEFAULTS)
-            for key, value in kwargs.items():
-                if key not in fields:
-                    raise DesignError(key, f"unknown keyword for a seed-001 TransformerConfig (known: {', '.join(fields)})")
-                fields[key] = value
-            self._held.update({k: fields[k] for k in _REPEAT_HELD})
-            design = design_from_dict(_seed001_design(fields, _seed001_base()))
+            design = self._seed001(kwargs)
         else:
             design = design_from_dict(_design_dict(kwargs, self._notes))
         object.__setattr__(self, "_design", design)
         _capture(self)
 
+    def _seed001(self, kwargs: Mapping[str, Any]) -> Design:
+        fields = dict(_SEED001_DEFAULTS)
+        for key, value in kwargs.items():
+            if key not in fields:
+                raise DesignError(key, f"unknown keyword for a seed-001 TransformerConfig (known: {', '.join(fields)})")
+            fields[key] = value
+        self._held.update({k: fields[k] for k in _REPEAT_HELD})
+        return design_from_dict(_seed001_design(fields, _seed001_base()))
+
     # ---- constructors -------------------------------------------------------
+    @classmethod
+    def from_seed001(cls, name: str = "seed001_model", **fields: Any) -> "TransformerConfig":
+        """A seed-001 transformer from its fields (defaults: seed 001's table), named ``name``."""
+        cfg = cls(**{"layer_repeat_mode": "none", **fields})  # a seed-001-only keyword: the seed-001 path
+        cfg._design = design_from_dict({**cfg._design.to_dict(), "name": name})
+        return cfg
+
     @classmethod
     def from_design(cls, design: Design) -> "TransformerConfig":
         return cls(design)
@@ -1172,8 +1204,7 @@ def get_model_config(name: str) -> "TransformerConfig | ClusterPredictionConfig"
             if key not in known:
                 raise DesignError(f"{path.name}:{name}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
         with _no_capture():
-            transformer = TransformerConfig(**entry["transformer"])
-            transformer.__setattr__("_design", transformer.to_design().model_copy(update={"name": name}))
+            transformer = TransformerConfig.from_seed001(name, **entry["transformer"])
             cfg = ClusterPredictionConfig(transformer, entry.get("prediction_type", "centers"),
                                           entry.get("num_clusters"), entry.get("description", ""))
         _capture(cfg)
@@ -1539,7 +1570,9 @@ class MultiHeadAttention(_SeedModule):
 
     ``attn(x)`` or ``attn(x, x, x)``; ``mask`` is a key-padding mask (B, S). Queries,
     keys and values from different tensors are cross-attention, which lives in
-    :class:`EncoderDecoder`.
+    :class:`EncoderDecoder`. With ``use_kv_cache``, ``attn(x, expanding_context=True)``
+    appends ``x`` to the layer's KV cache and attends over everything cached
+    (``False``: a sliding window of ``max_seq_len`` keys); ``reset_cache()`` empties it.
     """
 
     _kv: Any = "mha"
@@ -1551,12 +1584,24 @@ class MultiHeadAttention(_SeedModule):
                          ("attention", "layers"), device)
         self.use_kv_cache = use_kv_cache
         self.num_groups = kv or num_heads
+        self._cache: Any = None
+        self._cache_key: tuple | None = None
 
     def forward(self, query: torch.Tensor, key: torch.Tensor | None = None, value: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, expanding_context: bool | None = None) -> torch.Tensor:
         if (key is not None and key is not query) or (value is not None and value is not query):
             raise DesignError("key", "this is self-attention (key and value are the query); cross-attention is in EncoderDecoder")
-        return self.module(query, padding_mask=_key_padding(mask, "mask"))
+        if expanding_context is None or not self.use_kv_cache:
+            return self.module(query, padding_mask=_key_padding(mask, "mask"))
+        ck = (bool(expanding_context), query.shape[0])
+        if self._cache is None or self._cache_key != ck:
+            window = 0 if expanding_context else self._design.max_seq_len
+            self._cache, self._cache_key = self.module.new_cache(query.shape[0], self._design.max_seq_len, window=window), ck
+        return self.module(query, start_pos=self._cache.length, cache=self._cache,
+                           padding_mask=_key_padding(mask, "mask"))
+
+    def reset_cache(self) -> None:
+        self._cache = self._cache_key = None
 
 
 class MultiQueryAttention(MultiHeadAttention):

@@ -445,6 +445,12 @@ def test_attention_layers_match_the_formula(kind, groups, kv, causal):
     with pytest.raises(DesignError) as exc:
         attn(x, torch.randn(2, 5, 16), torch.randn(2, 5, 16))
     assert exc.value.path == "key"
+    if causal:  # the layer's KV cache: token by token equals the full causal pass
+        cached = compat.get_attention(kind, embed_dim=16, num_heads=4, num_groups=groups, apply_causal_mask=True,
+                                      use_kv_cache=True)
+        cached.load_state_dict(attn.state_dict())
+        steps = [cached(x[:, :2], expanding_context=True)] + [cached(x[:, t:t + 1], expanding_context=True) for t in (2, 3, 4)]
+        torch.testing.assert_close(torch.cat(steps, 1), attn(x))
 
 
 def test_causal_mask_and_sdpa():
@@ -620,3 +626,36 @@ def test_readme_migration_example_runs():
     exec(code, ns)  # noqa: S102
     assert ns["state"]["layers"][0]["self_attn"]["key"].shape == (2, 1, 512)
     assert ns["model"].to_design().decoder.params.attention["fix_projection"] is True
+
+
+def test_from_code_cli(tmp_path, capsys):
+    from backend.cli import main
+    from backend.spec import parse_design_text
+
+    script = tmp_path / "snippet.py"
+    script.write_text(
+        "from models.transformer.modeling_transformer import TransformerConfig\n"
+        "from config.model import ClusterPredictionConfig, TransformerConfig as T001\n"
+        "cfg = TransformerConfig.from_string_pattern(pattern='SPECTRAL,SDPA', n_layers=4, hidden_size=64, n_heads=2)\n"
+        "t = T001(input_dim=2, hidden_dim=32, num_layers=2, num_heads=2, layer_repeat_mode='cycle', repeat_factor=3)\n"
+        "c = ClusterPredictionConfig(transformer=t, prediction_type='centers')\n"
+        "print('hello from the script')\n")
+    assert main(["from-code", str(script), "--compact"]) == 0
+    out, err = capsys.readouterr()
+    docs = out.split("---\n")
+    assert len(docs) == 2 and docs[0].startswith("# TransformerConfig") and docs[1].startswith("# ClusterPredictionConfig")
+    first, second = (parse_design_text(d) for d in docs)
+    assert first.layers.string == "SPECTRAL,SDPA" and second.layers.repeat.factor == 3
+    assert "hello from the script" in err and "hello" not in out
+    for body, expected in [
+        ("from models.transformer.modeling_transformer import TransformerConfig\n"
+         "TransformerConfig.from_string_pattern(pattern='SDPA*3', n_layers=4)\n", "string: counts add up to 3"),
+        ("x = 1\ny = undefined_name\n", "bad.py:2: NameError"),
+        ("x = 1\n", "built no seed-style config or model"),
+    ]:
+        bad = tmp_path / "bad.py"
+        bad.write_text(body)
+        assert main(["from-code", str(bad)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and expected in err and err.count("\n") == 1, err
+    assert main(["from-code", str(tmp_path / "missing.py")]) == 2
