@@ -307,9 +307,8 @@ def run_seed(seed: str, path: Path, workdir: Path) -> dict[str, list]:
     return report
 
 
-@pytest.mark.filterwarnings("ignore:.*param_sharing: has no counterpart")  # seed 000's YAML; asserted in CHECKS
-@pytest.mark.parametrize("seed", ["000", "001", pytest.param("002", marks=pytest.mark.slow), "003",
-                                  pytest.param("004", marks=pytest.mark.slow)])
+@pytest.mark.filterwarnings("ignore:.*param_sharing.*no counterpart")  # seed 000's YAML; asserted in CHECKS
+@pytest.mark.parametrize("seed", ["000", "001", "002", "003", "004"])
 def test_seed_examples_run_as_written(seed, tmp_path, monkeypatch):
     files = _seed_files()
     assert seed in files, f"seed {seed} missing from {SEEDS_DIR}"
@@ -331,7 +330,6 @@ def test_the_lists_name_real_blocks():
     assert sum(counts.values()) == 58 and len(SKIP) == 10
 
 
-@pytest.mark.slow
 def test_from_code_prints_the_design_of_a_seed_script(tmp_path):
     """The migration path: a seed-style script in, its model's design out (CLI)."""
     import subprocess
