@@ -869,6 +869,9 @@ class TransformerConfig:
             return
         try:
             if name in _SEED001_DEFAULTS:
+                if self._design.layers is None:
+                    raise DesignError(name, "seed 001's fields describe one stack; this design is an encoder_decoder "
+                                            "(edit its `encoder` / `decoder` blocks instead)")
                 view = _seed001_view(self._design, self._held)
                 view[name] = value
                 if name in _REPEAT_HELD:
@@ -947,7 +950,8 @@ class ClusterPredictionConfig:
         return getattr(self.transformer, name)
 
     def __repr__(self) -> str:
-        return f"ClusterPredictionConfig(prediction_type={self.prediction_type!r}, num_clusters={self.num_clusters}, transformer={self.transformer!r})"
+        return (f"ClusterPredictionConfig(prediction_type={self.prediction_type!r}, num_clusters={self.num_clusters}, "
+                f"transformer={self.transformer!r})")
 
 
 def _design_dict(kwargs: dict[str, Any], notes: list[str] | None = None) -> dict[str, Any]:
