@@ -24,8 +24,11 @@ Code written against the seed READMEs keeps working::
     get_model_config("medium_cycle"); list_model_presets()   # seed 001
 
 Nothing here has semantics of its own: every config is a validated
-:class:`~backend.spec.Design` and every per-layer answer comes from
-:func:`~backend.plan.resolve_plan`.
+:class:`~backend.spec.Design`, every per-layer answer comes from
+:func:`~backend.plan.resolve_plan`, and every seed model runs the module
+:func:`~backend.build.build_model` makes for its design (no second model code).
+The seeds' own words that have no exact counterpart are listed where they are
+mapped (``_CUSTOM_PARAMS``, :meth:`FFNConfig.mlp`, the "Seed models" notes).
 
 Legacy names. The seeds took upper-case names and aliases; they are mapped to
 registry kinds (plus params) by :func:`normalize_attention` / :func:`normalize_mlp`
