@@ -27,16 +27,20 @@ from .errors import DesignError
 # Top-level packages of the seed systems' code (seed 000: models.transformer.*,
 # 001: config.*, 002: transformer.*, 004: model.*).
 SEED_PACKAGES = ("models", "config", "transformer", "model")
-_FROM_IMPORT = re.compile(r"^(\s*)from\s+(" + "|".join(SEED_PACKAGES) + r")(\.[\w.]+)?\s+import\s+", re.M)
+_ROOTS = "|".join(SEED_PACKAGES)
+_FROM_IMPORT = re.compile(r"^(\s*)from\s+(" + _ROOTS + r")(\.[\w.]+)?\s+import\s+", re.M)
+_IMPORT_AS = re.compile(r"^(\s*)import\s+(" + _ROOTS + r")(\.[\w.]+)?\s+as\s+(\w+)\s*$", re.M)
 
 
 def rewrite_imports(source: str) -> str:
-    """``from <seed package>… import A, B`` -> ``from backend.compat import A, B``.
+    """``from <seed package>… import A, B`` -> ``from backend.compat import A, B`` and
+    ``import <seed package>… as m`` -> ``import backend.compat as m``.
 
     Only the head of each statement changes, so line numbers (and therefore
     error locations) stay those of the original text.
     """
-    return _FROM_IMPORT.sub(lambda m: f"{m.group(1)}from backend.compat import ", source)
+    source = _FROM_IMPORT.sub(lambda m: f"{m.group(1)}from backend.compat import ", source)
+    return _IMPORT_AS.sub(lambda m: f"{m.group(1)}import backend.compat as {m.group(4)}", source)
 
 
 def python_blocks(text: str) -> list[str]:

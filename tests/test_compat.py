@@ -659,3 +659,15 @@ def test_from_code_cli(tmp_path, capsys):
         out, err = capsys.readouterr()
         assert out == "" and expected in err and err.count("\n") == 1, err
     assert main(["from-code", str(tmp_path / "missing.py")]) == 2
+
+
+def test_rewrite_imports_keeps_lines_and_other_imports():
+    from backend.seedcode import rewrite_imports
+
+    src = ("import torch\nfrom torch import nn\nfrom config.registry import get_model_config\n"
+           "    from transformer.attention.mha import (\n        MultiHeadAttention,\n    )\n"
+           "import models.transformer.layer_config as lc\nfrom modelsx import y\n")
+    out = rewrite_imports(src).splitlines()
+    assert out == ["import torch", "from torch import nn", "from backend.compat import get_model_config",
+                   "    from backend.compat import (", "        MultiHeadAttention,", "    )",
+                   "import backend.compat as lc", "from modelsx import y"]
