@@ -1859,15 +1859,16 @@ def _performer_fields(given: Mapping[str, Any] | None, path: str, **defaults: An
     return f
 
 
-def _performer_stack(f: dict[str, Any], path: str, causal: bool, n_layers: int | None = None) -> dict[str, Any]:
+def _performer_stack(f: dict[str, Any], path: str, mirror: bool = False, n_layers: int | None = None) -> dict[str, Any]:
     """Seed-004 fields -> a design stack. ``nb_features`` / redraw settings go to the Performer
-    kinds (fix_projection = not auto_check_redraw); ``d_ff`` multiplies ``d_model``."""
+    kinds (fix_projection = not auto_check_redraw); ``d_ff`` multiplies ``d_model``.
+    ``mirror``: the encoder a bare decoder's design gets, bidirectional where the decoder is causal."""
     name = f["attention_type"]
     if name not in _PERFORMER_ATTENTION:
         raise DesignError(f"{path}attention_type", f"must be one of {', '.join(_PERFORMER_ATTENTION)}, got {short_repr(name)}")
     att = _PERFORMER_ATTENTION[name]
-    if not causal and att == "causal_linear":
-        att = "linear"  # the bidirectional twin, for the encoder of a bare cross-attending decoder
+    if mirror and att == "causal_linear":
+        att = "linear"
     act = f["activation"].value if isinstance(f["activation"], ActivationFunctions) else f["activation"]
     mlp, mp = normalize_mlp(act, f"{path}activation")
     d_ff = f["d_ff"]
@@ -1887,7 +1888,8 @@ def _performer_stack(f: dict[str, Any], path: str, causal: bool, n_layers: int |
 
 def _performer_design(cls_name: str, stacks: dict[str, tuple[dict[str, Any], str]], architecture: str,
                       n_layers: int | None = None) -> Design:
-    """stacks: design stack name -> (seed-004 fields, error path prefix)."""
+    """stacks: design stack name -> (seed-004 fields, error path prefix). An encoder given the
+    decoder's own fields is the mirror encoder of a bare decoder (see :func:`_performer_stack`)."""
     fields = [f for f, _ in stacks.values()]
     for key in _PERFORMER_MODEL_KEYS:
         values = {repr(f[key]) for f in fields}
@@ -1904,8 +1906,9 @@ def _performer_design(cls_name: str, stacks: dict[str, tuple[dict[str, Any], str
         "max_seq_len": f0["max_seq_len"], "positional": "none", "norm": "layer", "norm_placement": "pre", "bias": True,
         "tie_embeddings": False,
     }
+    dec = stacks.get("decoder", (None, ""))[0]
     for name, (f, path) in stacks.items():
-        d[name] = _performer_stack(f, path, causal=name == "decoder" or architecture == "decoder", n_layers=n_layers)
+        d[name] = _performer_stack(f, path, mirror=name == "encoder" and f is dec, n_layers=n_layers)
     d["norm"] = d[list(stacks)[-1]]["norm"]
     return design_from_dict(d)
 

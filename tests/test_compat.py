@@ -671,3 +671,11 @@ def test_rewrite_imports_keeps_lines_and_other_imports():
     assert out == ["import torch", "from torch import nn", "from backend.compat import get_model_config",
                    "    from backend.compat import (", "        MultiHeadAttention,", "    )",
                    "import backend.compat as lc", "from modelsx import y"]
+
+
+def test_performer_encoder_keeps_the_kind_it_was_given():
+    small = {"d_model": 16, "num_heads": 2, "num_layers": 1}
+    m = compat.EncoderDecoderTransformer(encoder_params={**small, "attention_type": "causal_linear"}, decoder_params=small)
+    assert (m.to_design().encoder.attention, m.to_design().decoder.attention) == ("causal_linear", "causal_linear")
+    bare = compat.PerformerDecoder(d_model=16, num_heads=2, num_layers=1)  # its design's mirror encoder is bidirectional
+    assert (bare.to_design().encoder.attention, bare.to_design().decoder.attention) == ("linear", "causal_linear")
