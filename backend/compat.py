@@ -1743,7 +1743,8 @@ class TransformerEncoder(_SeedModule):
     ``att_type``: standard / xformer (memory-efficient SDPA kernel) / flash / frequency;
     ``use_swiglu`` (else a two-layer FFN with ``activation``); ``norm_strategy``
     pre_norm / post_norm; ``use_adaptive_ln``: "layer", "rms", "adaptive" (True);
-    ``share_layers``: one layer run at every depth; sinusoidal positions.
+    ``share_layers``: one layer run at every depth; sinusoidal positions. A design always
+    ends in a head, so without ``output_size`` a per-token Linear maps back to ``d_model``.
     """
 
     _cross = False
