@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", default=None, help="output path (default exports/<name>.<ext>; '-' for stdout)")
     s.add_argument("--force", action="store_true", help="overwrite an existing file")
 
+    s = sub.add_parser("from-code", help="print the design(s) a seed-style Python script builds (migration)")
+    s.add_argument("script", help="a Python file written against the seed systems' APIs")
+    s.add_argument("--quiet", action="store_true", help="drop the script's own prints (default: sent to stderr)")
+    s.add_argument("--compact", action="store_true", help="leave out fields that have their default value")
+    s.add_argument("--meta", action="store_true", help="build the script's seed models on the meta device (no weights; "
+                                                         "for scripts that only construct models)")
+
     s = sub.add_parser("library", help="shared design library")
     lib = s.add_subparsers(dest="library_command", required=True, parser_class=_Parser)
     x = lib.add_parser("save", help="save a design as a new revision")
@@ -177,6 +184,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "smoke": _lazy(".analysis.smoke", "cli_smoke"),
     "export": _lazy(".export", "cli_export"),
     "library": _lazy(".library", "cli_library"),
+    "from-code": _lazy(".seedcode", "cli_from_code"),
 }
 
 

@@ -107,6 +107,7 @@ KINDS: list[MlpKind] = [
             "top_k": P("int", 2, "experts per token", 1, 64),
             "expert": P("choice", "swiglu", "expert FFN kind", choices=_EXPERTS),
             "capacity_factor": P("float", 0.0, "expert capacity = factor * tokens * top_k / experts (0 = no limit)", 0.0, 64.0),
+            "capacity": P("int", 0, "expert capacity in tokens per batch; overrides capacity_factor (0 = off)", 0, 1 << 30),
             "overflow": P("choice", "drop", "tokens over capacity: drop (residual passes through) or reroute to the next choice", choices=("drop", "reroute")),
             "aux_loss_weight": P("float", 0.01, "weight of the load-balancing auxiliary loss", 0.0, 100.0),
             "shared_experts": P("int", 0, "always-on shared experts (DeepSeekMoE style)", 0, 64),

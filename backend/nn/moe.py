@@ -6,7 +6,8 @@ and mixes their outputs with a softmax over the selected logits.
 
 Capacity (Switch Transformer, Fedus et al. 2021, arXiv 2101.03961): with
 ``capacity_factor > 0`` each expert takes at most
-``C = ceil(capacity_factor * N * top_k / E)`` of the ``N`` tokens of a batch.
+``C = ceil(capacity_factor * N * top_k / E)`` of the ``N`` tokens of a batch;
+``capacity > 0`` sets ``C`` in tokens directly (seed 002's ``capacity``).
 Slots are served in priority order: every token's first choice (in token
 order), then every second choice, and so on. An over-capacity slot is
 
@@ -56,6 +57,7 @@ class MoE(nn.Module):
         if not 1 <= self.top_k <= self.num_experts:
             raise ValueError(f"moe top_k must be in [1, num_experts={self.num_experts}], got {self.top_k}")
         self.capacity_factor = float(p.get("capacity_factor", 0.0))
+        self.capacity_tokens = int(p.get("capacity", 0) or 0)  # absolute capacity (seed 002); wins over the factor
         self.overflow = p.get("overflow", "drop")
         if self.overflow not in ("drop", "reroute"):
             raise ValueError(f"moe overflow must be 'drop' or 'reroute', got {self.overflow!r}")
@@ -70,6 +72,8 @@ class MoE(nn.Module):
         self.last_counts: torch.Tensor | None = None  # tokens per expert after capacity (for inspection)
 
     def capacity(self, n_tokens: int) -> int | None:
+        if self.capacity_tokens > 0:
+            return self.capacity_tokens
         if self.capacity_factor <= 0:
             return None
         return max(1, math.ceil(self.capacity_factor * n_tokens * self.top_k / self.num_experts))
