@@ -10,7 +10,8 @@ Shape of the result (every number an int; bytes for ``dtype``)::
     memory:  dtype, weights_bytes, weights_bytes_by_dtype {fp32, bf16, fp16, int8},
              training {weights_bytes, grads_bytes, master_weights_bytes, optimizer_bytes, total_bytes},
              kv_cache_bytes_per_token, kv_cache_bytes_at_seq_len, kv_cache_bytes_at_max_seq_len,
-             kv_cache {...}, activations_bytes, activations {...}
+             kv_cache {...}, activations_bytes (as built: what autograd saves, no recompute),
+             activations {layers_bytes, embedding_bytes, head_bytes, encoder_output_bytes, loss_bytes, ...}
     layers:  one per executed layer: stack, index, unique_index, attention, mlp, norm,
              params, flops, flops_causal, params_components, flops_components
 
@@ -52,7 +53,9 @@ def analyze(design_or_plan: Any, *, seq_len: int | None = None, batch: int = 1, 
     ps = param_stats(plan)
     fs = flop_stats(plan, s, batch)
     kv = memory.kv_cache(plan, dtype, s, batch)
-    act = memory.activations(plan, s, batch, dtype)
+    from ..training.activations import as_built
+
+    act = as_built(plan, s, batch, dtype)  # measured with saved-tensor hooks (backend/training/activations.py)
     total = ps["total"]
 
     layers = []
@@ -96,7 +99,7 @@ def analyze(design_or_plan: Any, *, seq_len: int | None = None, batch: int = 1, 
             "kv_cache_bytes_at_max_seq_len": kv["at_max_seq_len_bytes"],
             "kv_cache": kv,
             "activations_bytes": act["total_bytes"],
-            "activations": {k: v for k, v in act.items() if k != "per_layer_bytes"},
+            "activations": {k: v for k, v in act.items() if k != "per_layer"},
         },
         "layers": layers,
     }

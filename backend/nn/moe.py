@@ -72,6 +72,15 @@ class MoE(nn.Module):
         self.aux_loss = torch.zeros(())
         self.last_counts: torch.Tensor | None = None  # tokens per expert after capacity (for inspection)
 
+    def active_params(self) -> int:
+        """Parameters one token uses: the router, ``top_k`` routed experts and the shared experts
+        (the "active" count of Mixtral, arXiv 2401.04088, section 2.1)."""
+        def numel(m: nn.Module) -> int:
+            return sum(p.numel() for p in m.parameters())
+
+        routed = self.top_k * numel(self.experts[0]) if len(self.experts) else 0
+        return numel(self.router) + routed + sum(numel(m) for m in self.shared)
+
     def _balanced_slots(self, n_tokens: int, e: int) -> int:
         """Slots expert ``e`` gets when the ``N * top_k`` choices are dealt evenly (capacity applied)."""
         slots = n_tokens * self.top_k

@@ -24,7 +24,7 @@ Two figures for the same shape:
     Per layer the bytes are split into *replicated* (saved outside the token
     mixer and the MLP, plus their inputs: norms, residual, dropout masks --
     what tensor parallelism does not shard) and *sharded* (inside them), and
-    the part that grows with S^2 (from a second measurement at 2S: bytes =
+    the part that grows with S^2 (from a second measurement at S/2: bytes =
     a S + c S^2) is reported as ``quadratic_bytes`` -- what selective
     recomputation (recompute the attention core) gives back.
 
@@ -222,10 +222,12 @@ def layer_saved(mkey: str, lkey: str, causal: bool, cross: bool, flow_key: str, 
     """Saved bytes of one distinct layer (module docstring); ``quadratic`` adds the S^2 part (a second run at 2S)."""
     out = _measure_block(mkey, lkey, causal, cross, flow_key, batch, seq, dtype)
     out["quadratic_bytes"] = 0
-    if quadratic:
-        two = _measure_block(mkey, lkey, causal, cross, flow_key, batch, 2 * seq, dtype)
-        # bytes(S) = a S + c S^2  =>  c S^2 = (bytes(2S) - 2 bytes(S)) / 2, all inside the sharded region
-        out["quadratic_bytes"] = int(min(out["sharded_bytes"], max(0, (two["sharded_bytes"] - 2 * out["sharded_bytes"]) // 2)))
+    if quadratic and seq >= 2:
+        # bytes(S) = a S + c S^2: a second run at S1 = S // 2 (not 2S: kinds may cap the length) gives c S^2
+        s1 = seq // 2
+        half = _measure_block(mkey, lkey, causal, cross, flow_key, batch, s1, dtype)["sharded_bytes"]
+        c = (out["sharded_bytes"] - seq / s1 * half) / (seq * seq - seq * s1)
+        out["quadratic_bytes"] = int(min(out["sharded_bytes"], max(0.0, c * seq * seq)))
     return out
 
 
@@ -233,7 +235,6 @@ def layer_saved(mkey: str, lkey: str, causal: bool, cross: bool, flow_key: str, 
 def _model_level(mkey: str, skey: str, batch: int, seq: int, dtype: str) -> dict[str, int]:
     """Embedding, final norms, head, encoder output and loss bytes, measured on the skeleton."""
     import torch
-    import torch.nn.functional as F
 
     from ..analysis import parts
 
@@ -250,15 +251,16 @@ def _model_level(mkey: str, skey: str, batch: int, seq: int, dtype: str) -> dict
             fn()
         return rec.total()
 
-    def embed() -> None:
-        if cfg.get("vocab_size"):
-            x = torch.empty(batch, seq, dtype=torch.long, device="meta")
-        else:
-            x = torch.empty(batch, seq, cfg["input_dim"], device="meta", dtype=dt)
-        skel._embed(x)
-
+    elem = torch.empty((), dtype=dt).element_size()
+    # The embedding and the loss are written out instead of run: on meta their kernels import
+    # torch._dynamo / torch._refs (1-3 s); tests/test_training_plan.py checks both against real tensors.
+    embed = batch * seq * 8 if cfg.get("vocab_size") else batch * seq * cfg["input_dim"] * elem  # indices / Linear input
+    if getattr(skel.pos, "additive", False) and isinstance(getattr(skel.pos, "weight", None), torch.nn.Parameter):
+        embed += seq * 8  # a learned table looks its positions up: the index tensor is saved
+    if cfg.get("dropout", 0) > 0:
+        embed += batch * seq * d  # the dropout mask, one byte per element
     n_embed = 2 if cfg["architecture"] == "encoder_decoder" else 1  # source and target
-    out = {"embedding_bytes": n_embed * measure(embed)}
+    out = {"embedding_bytes": n_embed * embed}
     final = 0
     decoding = "decoder" if "decoder" in skel.stacks else "layers"
     for name, st in skel.stacks.items():
@@ -275,13 +277,8 @@ def _model_level(mkey: str, skey: str, batch: int, seq: int, dtype: str) -> dict
     out["loss_bytes"] = 0
     if cfg["task"] in ("lm", "mlm", "seq2seq") and cfg.get("vocab_size"):
         v = cfg["vocab_size"]
-
-        def loss() -> None:
-            logits = torch.empty(batch, seq, v, device="meta", dtype=dt, requires_grad=True)
-            target = torch.empty(batch * seq, dtype=torch.long, device="meta")
-            F.cross_entropy(logits.float().view(-1, v), target)
-
-        out["loss_bytes"] = measure(loss)
+        # cross-entropy on fp32 logits keeps log_softmax's output, the targets and a 0-dim total weight
+        out["loss_bytes"] = batch * seq * v * 4 + batch * seq * 8 + 4
     return out
 
 
@@ -301,8 +298,13 @@ def as_built(plan: Any, seq_len: int, batch: int = 1, dtype: str = "bf16", *, qu
         flow["per_layer"] = False  # one speed's worth per layer either way
         fkey = json.dumps(flow, sort_keys=True)
         for layer in sp.executed:
-            r = layer_saved(mkey, keys[layer.unique_index], bool(st["causal"]), bool(st.get("cross")), fkey,
-                            batch, seq_len, dtype, quadratic)
+            try:
+                r = layer_saved(mkey, keys[layer.unique_index], bool(st["causal"]), bool(st.get("cross")), fkey,
+                                batch, seq_len, dtype, quadratic)
+            except ValueError as exc:  # a kind refuses the shape (e.g. longer than its max_seq_len)
+                from ..errors import DesignError
+
+                raise DesignError("seq_len", str(exc).splitlines()[0]) from None
             per_layer.append({"stack": name, "index": layer.index, "attention": layer.attention, "mlp": layer.mlp, **r})
     layers_total = sum(e["bytes"] for e in per_layer)
     outside = top["embedding_bytes"] + top["head_bytes"] + top["encoder_output_bytes"]
