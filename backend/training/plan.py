@@ -199,7 +199,9 @@ def plan_training(design: Any, *, gpu: str = "h100-sxm", gpus: int = 8, tp: int 
     per_conv_mfu = mfu_under(table, tokens_per_step / step_s, gpus * peak)
     fwd_causal = report["flops"]["forward_causal"] / s
     pairs_causal = (report["flops"]["attention_matrix"] - (report["flops"]["forward"] - report["flops"]["forward_causal"])) / s
-    extra = {"none": 0.0, "selective": max(0.0, pairs_causal), "full": fwd_causal}[recompute]
+    # selective recompute redoes the attention core only where the kernel saved its S x S maps
+    quadratic = any(e["quadratic_bytes"] for e in ctx["as_built"]["per_layer"])
+    extra = {"none": 0.0, "selective": max(0.0, pairs_causal) if quadratic else 0.0, "full": fwd_causal}[recompute]
     hw_per_token = table[REFERENCE]["per_token"] + extra
     train_s = tokens / tokens_per_step * step_s
     ab = ctx["as_built"]
