@@ -335,6 +335,7 @@ def test_cli_plan_training_json_and_bad_input():
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_training_page():
     from streamlit.testing.v1 import AppTest
 
@@ -351,3 +352,21 @@ def test_training_page():
     assert {"Per-GPU memory", "Step time", "Time to train", "GPU-hours"} <= set(labels)
     assert at.get("plotly_chart") and len(at.dataframe) == 2
     assert not at.error
+
+
+@pytest.mark.slow
+def test_compare_page_shows_training_plans_for_both_designs():
+    from streamlit.testing.v1 import AppTest
+
+    app = ROOT / "app"
+    for p in (str(ROOT), str(app)):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    at = AppTest.from_file(str(app / "main.py"), default_timeout=120)
+    at.run()
+    at.switch_page("views/compare.py").run()
+    at.selectbox(key="compare_b").set_value("preset: tiny").run()
+    at.toggle(key="compare_training").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = [m for df in at.dataframe if "metric" in df.value.columns for m in df.value["metric"]]
+    assert "per-GPU memory" in metrics and "GPU-hours" in metrics and not at.error

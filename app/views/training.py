@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
-
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -16,13 +14,6 @@ import ui
 TERMS = {"weights_bytes": ("weights", "#4C78A8"), "grads_bytes": ("gradients", "#72B7B2"),
          "optimizer_bytes": ("optimizer state", "#E45756"), "gathered_weights_bytes": ("gathered layers (ZeRO-3)", "#9D755D"),
          "activations_bytes": ("activations", "#B279A2"), "overhead_bytes": ("overhead", "#A0A0A0")}
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _plan(design_json: str, layout: str) -> dict[str, Any]:
-    from backend.training.plan import plan_training
-
-    return plan_training(state.cached_plan(design_json), **json.loads(layout))
 
 
 st.title("Training plan")
@@ -53,7 +44,7 @@ layout = {"gpu": gpu, "gpus": int(gpus), "tp": int(tp), "sp": bool(sp), "pp": in
 
 with state.shown_errors("the training plan"):
     with st.spinner("Planning..."):
-        r = _plan(state.design_json(), json.dumps(layout, sort_keys=True))
+        r = state.cached_training_plan(state.design_json(), json.dumps(layout, sort_keys=True))
     m, t, inf = r["memory"], r["time"], r["inference"]
     cols = st.columns(4)
     cols[0].metric("Per-GPU memory", ui.fmt_bytes(m["total_bytes"]),
