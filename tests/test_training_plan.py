@@ -370,3 +370,12 @@ def test_compare_page_shows_training_plans_for_both_designs():
     assert not at.exception, [e.value for e in at.exception]
     metrics = [m for df in at.dataframe if "metric" in df.value.columns for m in df.value["metric"]]
     assert "per-GPU memory" in metrics and "GPU-hours" in metrics and not at.error
+
+
+def test_analyze_reports_activations_per_executed_layer():
+    d = {"name": "per-layer", "vocab_size": 256, "hidden_size": 64, "n_heads": 4, "max_seq_len": 128,
+         "layers": {"n_layers": 2, "string": "SDPA,SPECTRAL", "mlp": "swiglu"}}
+    r = analyze(d, seq_len=32, batch=2, dtype="fp32")
+    a = r["memory"]["activations"]
+    assert sum(e["activations_bytes"] for e in r["layers"]) == a["layers_bytes"]
+    assert r["memory"]["activations_bytes"] == a["layers_bytes"] + a["embedding_bytes"] + a["head_bytes"]

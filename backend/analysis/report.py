@@ -13,7 +13,7 @@ Shape of the result (every number an int; bytes for ``dtype``)::
              kv_cache {...}, activations_bytes (as built: what autograd saves, no recompute),
              activations {layers_bytes, embedding_bytes, head_bytes, encoder_output_bytes, loss_bytes, ...}
     layers:  one per executed layer: stack, index, unique_index, attention, mlp, norm,
-             params, flops, flops_causal, params_components, flops_components
+             params, flops, flops_causal, params_components, flops_components, activations_bytes
 
 Importing this module is cheap (no torch); :func:`analyze` imports the
 measuring modules on first use.
@@ -59,7 +59,7 @@ def analyze(design_or_plan: Any, *, seq_len: int | None = None, batch: int = 1, 
     total = ps["total"]
 
     layers = []
-    for layer, p, f in zip(plan.layers, ps["per_executed_layer"], fs["per_executed_layer"]):
+    for layer, p, f, a in zip(plan.layers, ps["per_executed_layer"], fs["per_executed_layer"], act["per_layer"]):
         layers.append({
             "stack": layer.stack,
             "index": layer.index,
@@ -72,6 +72,7 @@ def analyze(design_or_plan: Any, *, seq_len: int | None = None, batch: int = 1, 
             "flops_causal": f["forward_causal"],
             "params_components": {k: p[k] for k in ("attention", "mlp", "norm", "other")},
             "flops_components": f["components"],
+            "activations_bytes": a["bytes"],
         })
     distinct = {(layer.stack, layer.unique_index) for layer in plan.layers}
     signatures = {layer.signature() for layer in plan.layers}
