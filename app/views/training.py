@@ -76,6 +76,17 @@ with state.shown_errors("the training plan"):
     ft = r["fit_table"]
     st.subheader(f"Layouts that fit on {ft['gpus']} GPUs ({ft['fitting']} of {ft['tried']})")
     if ft["rows"]:
+        names = [f"tp{row['tp']} pp{row['pp']} Z{row['zero']} {row['recompute']}" for row in ft["rows"]]
+        fig = go.Figure()
+        fig.add_bar(x=names, y=[row["total_bytes"] - row["activations_bytes"] for row in ft["rows"]],
+                    name="weights, gradients, optimizer, overhead", marker_color="#4C78A8")
+        fig.add_bar(x=names, y=[row["activations_bytes"] for row in ft["rows"]], name="activations",
+                    marker_color="#B279A2")
+        fig.add_hline(y=m["capacity_bytes"], line_dash="dash", line_color="#E45756")
+        fig.update_layout(barmode="stack", height=300, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                          legend={"orientation": "h", "y": -0.5}, yaxis_title="bytes per GPU")
+        fig.update_yaxes(exponentformat="SI")
+        st.plotly_chart(fig, width="stretch", key="tp_fit_bars")
         st.dataframe(pd.DataFrame([{**row, "total": ui.fmt_bytes(row["total_bytes"]),
                                     "headroom": ui.fmt_bytes(row["headroom_bytes"])} for row in ft["rows"]])
                      [["tp", "pp", "dp", "sp", "zero", "recompute", "total", "headroom"]],
