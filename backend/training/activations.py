@@ -60,10 +60,13 @@ one layer's full set is alive while it is recomputed during backward).
 from __future__ import annotations
 
 import json
+import threading
 from functools import lru_cache
 from typing import Any
 
 RECOMPUTE = ("none", "selective", "full")
+# the cached meta blocks get forward hooks while measured: one measurement at a time (app sessions share them)
+_MEASURING = threading.Lock()
 _TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "bfloat16"}  # int8: bf16 training
 
 
@@ -171,6 +174,21 @@ def _params_and_buffers(*modules) -> set[int]:
     return {_key(t) for m in modules for t in list(m.parameters()) + list(m.buffers())}
 
 
+def _run_hooked(blk, flow, x, memory, rec: _Recorder, sub: list, enter, leave) -> None:
+    """One recorded forward of a block (and its flow speed), with the region hooks on its sub-layers."""
+    handles = [m.register_forward_pre_hook(enter) for m in sub] + [m.register_forward_hook(leave) for m in sub]
+    try:
+        with rec.hooks(), _host_kernels():
+            rec.region = "flow"
+            s = flow(x, 0)
+            rec.region = "replicated"
+            rec.exclude.discard(_key(x))
+            blk(x, s, memory=memory)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _measure_block(mkey: str, lkey: str, causal: bool, cross: bool, flow_key: str, batch: int, seq: int,
                    dtype: str) -> dict[str, int]:
     import torch
@@ -193,17 +211,8 @@ def _measure_block(mkey: str, lkey: str, causal: bool, cross: bool, flow_key: st
     def leave(module, args, out):
         rec.region = "replicated"
 
-    handles = [m.register_forward_pre_hook(enter) for m in sub] + [m.register_forward_hook(leave) for m in sub]
-    try:
-        with rec.hooks(), _host_kernels():
-            rec.region = "flow"
-            s = flow(x, 0)
-            rec.region = "replicated"
-            rec.exclude.discard(_key(x))
-            blk(x, s, memory=memory)
-    finally:
-        for h in handles:
-            h.remove()
+    with _MEASURING:
+        _run_hooked(blk, flow, x, memory, rec, sub, enter, leave)
     # a sub-layer's input (the norm output) stays whole on every tensor-parallel rank
     for k in inputs:
         if k in rec.seen:
@@ -219,7 +228,7 @@ def _measure_block(mkey: str, lkey: str, causal: bool, cross: bool, flow_key: st
 @lru_cache(maxsize=4096)
 def layer_saved(mkey: str, lkey: str, causal: bool, cross: bool, flow_key: str, batch: int, seq: int,
                 dtype: str, quadratic: bool = False) -> dict[str, int]:
-    """Saved bytes of one distinct layer (module docstring); ``quadratic`` adds the S^2 part (a second run at 2S)."""
+    """Saved bytes of one distinct layer (module docstring); ``quadratic`` adds the S^2 part (a second run at S/2)."""
     out = _measure_block(mkey, lkey, causal, cross, flow_key, batch, seq, dtype)
     out["quadratic_bytes"] = 0
     if quadratic and seq >= 2:
