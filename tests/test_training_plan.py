@@ -379,3 +379,17 @@ def test_analyze_reports_activations_per_executed_layer():
     a = r["memory"]["activations"]
     assert sum(e["activations_bytes"] for e in r["layers"]) == a["layers_bytes"]
     assert r["memory"]["activations_bytes"] == a["layers_bytes"] + a["embedding_bytes"] + a["head_bytes"]
+
+
+def test_qwen3_30b_a3b_active_params():
+    # Qwen3-30B-A3B (Qwen3 technical report, arXiv 2505.09388): 48 layers, D 2048, 32 q / 4 kv heads of 128,
+    # 128 SwiGLU experts of 768, top-8, vocab 151,936, untied: 30.5 B total, 3.3 B active (its q/k norms,
+    # 2 x 128 weights per layer, are not modelled here)
+    design = {"name": "qwen3-30b-a3b", "vocab_size": 151936, "hidden_size": 2048, "n_heads": 32, "n_kv_heads": 4,
+              "head_dim": 128, "max_seq_len": 4096, "tie_embeddings": False,
+              "layers": {"n_layers": 48, "attention": "self_sdpa", "mlp": "moe",
+                         "params": {"mlp": {"num_experts": 128, "top_k": 8, "expert": "swiglu", "hidden": 768}}}}
+    plan = resolve_plan(design)
+    act = active_params(plan, analyze(plan, seq_len=512))
+    assert round(act["total"] / 1e9, 1) == 30.5
+    assert 3.3e9 <= act["active"] < 3.4e9  # the model card's "3.3B activated" is 3.35 B cut to one decimal
