@@ -194,7 +194,7 @@ def plan_training(design: Any, *, gpu: str = "h100-sxm", gpus: int = 8, tp: int 
     report = ctx["report"]
     table = flops_per_token(plan, report)
     tokens_per_step = global_batch * s
-    peak = g.peak_flops("bf16" if dtype != "fp8" else "fp8")
+    peak = g.peak_flops("bf16")  # dense BF16 tensor-core peak, whatever the training dtype (stated in assumptions)
     step_s = table[REFERENCE]["per_token"] * tokens_per_step / (gpus * peak * mfu)
     per_conv_mfu = mfu_under(table, tokens_per_step / step_s, gpus * peak)
     fwd_causal = report["flops"]["forward_causal"] / s
@@ -243,6 +243,7 @@ def plan_training(design: Any, *, gpu: str = "h100-sxm", gpus: int = 8, tp: int 
         },
         "inference": _inference(report, act_params, g, tp, mfu, overhead_gib),
         "assumptions": {"overhead_gib": overhead_gib, "overhead_fraction": overhead_fraction,
+                        "peak": "dense BF16 tensor-core peak of the catalogue entry, for every training dtype",
                         "state_bytes_per_param": "4 + 4 + 8 (fp32)" if dtype == "fp32" else "2 + 2 + 12 (bf16 mixed precision, Adam)"},
     }
     if fit_table:
