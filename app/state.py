@@ -223,6 +223,14 @@ def cached_flops_curve(design_json: str, seq_lens: tuple[int, ...]) -> list[dict
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
+def cached_training_plan(design_json: str, layout_json: str) -> dict[str, Any]:
+    """``backend.training.plan.plan_training`` for a layout given as JSON keyword arguments."""
+    from backend.training.plan import plan_training
+
+    return plan_training(cached_plan(design_json), **json.loads(layout_json))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
 def cached_dot(design_json: str) -> str:
     from backend.diagram import plan_to_dot
 

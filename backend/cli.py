@@ -33,6 +33,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m backend", description="Transformer architecture designer")
     p.add_argument("--plugin", action="append", default=[], metavar="FILE",
@@ -56,6 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seq-len", type=_positive, default=None, help="sequence length (default max_seq_len)")
     s.add_argument("--batch", type=_positive, default=1)
     s.add_argument("--dtype", choices=DTYPES, default="bf16", help="dtype for memory figures")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("plan-training", help="per-GPU memory, fit, FLOP conventions and time of a parallel training layout")
+    s.add_argument("design")
+    s.add_argument("--gpu", default="h100-sxm", help="GPU from the catalogue (backend/training/hardware.py)")
+    s.add_argument("--gpus", type=_positive, default=8, help="number of GPUs (dp x tp x pp)")
+    s.add_argument("--tp", type=_positive, default=1, help="tensor-parallel degree")
+    s.add_argument("--sp", action="store_true", help="sequence parallelism (with tp > 1)")
+    s.add_argument("--pp", type=_positive, default=1, help="pipeline-parallel degree (1F1B schedule)")
+    s.add_argument("--zero", type=int, choices=(0, 1, 2, 3), default=1, help="ZeRO stage (3 = FSDP full sharding)")
+    s.add_argument("--recompute", choices=("none", "selective", "full"), default="selective")
+    s.add_argument("--seq-len", type=_positive, default=None, help="training sequence length (default max_seq_len)")
+    s.add_argument("--micro-batch", type=_positive, default=1, help="sequences per micro-batch per GPU")
+    s.add_argument("--global-batch", type=_positive, default=1024, help="sequences per optimizer step")
+    s.add_argument("--tokens", type=_positive_float, default=1e12, help="training tokens (e.g. 1e12)")
+    s.add_argument("--mfu", type=_positive_float, default=0.4, help="model FLOPs utilisation assumed for time (0-1)")
+    s.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16", help="training precision")
     s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("smoke", help="build real weights and run the smoke test")
@@ -182,6 +209,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": _validate,
     "analyze": _lazy(".analysis.report", "cli_analyze"),
     "smoke": _lazy(".analysis.smoke", "cli_smoke"),
+    "plan-training": _lazy(".training.report", "cli_plan_training"),
     "export": _lazy(".export", "cli_export"),
     "library": _lazy(".library", "cli_library"),
     "from-code": _lazy(".seedcode", "cli_from_code"),
