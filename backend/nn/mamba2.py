@@ -91,6 +91,31 @@ def ssd_step(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor
     return (state * Ch[:, :, None, :]).sum(-1), state
 
 
+class GatedRMSNorm(nn.Module):
+    """RMSNorm over each group's channels of ``y * silu(z)``, times a gain (Mamba-2's norm before out_proj)."""
+
+    def __init__(self, dim: int, groups: int, eps: float):
+        super().__init__()
+        self.groups, self.eps = groups, eps
+        self.weight = nn.Parameter(torch.empty(dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:
+            with torch.no_grad():
+                self.weight.fill_(1.0)
+
+    def init_weights(self, std: float) -> None:
+        self.reset_parameters()
+
+    def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        g = y * F.silu(z)
+        shape = g.shape
+        g = g.view(*shape[:-1], self.groups, -1)
+        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)
+        return g.view(shape) * self.weight.to(g.dtype)
+
+
 @register("attention", "mamba2")
 class Mamba2(nn.Module):
     """Mamba-2 mixer (module docstring); causal only, positions unused."""
@@ -109,7 +134,6 @@ class Mamba2(nn.Module):
         self.n_heads = self.d_inner // self.head_dim
         if self.n_heads % self.n_groups:
             raise ValueError(f"the {self.n_heads} heads must split evenly into n_groups ({self.n_groups})")
-        self.eps = ctx.norm_eps
         E, GN, H = self.d_inner, self.n_groups * self.d_state, self.n_heads
         self.conv_dim = E + 2 * GN
         self.in_proj = nn.Linear(ctx.hidden_size, 2 * E + 2 * GN + H, bias=ctx.bias)
@@ -117,7 +141,7 @@ class Mamba2(nn.Module):
         self.dt_bias = nn.Parameter(torch.empty(H))
         self.A_log = nn.Parameter(torch.empty(H))
         self.D = nn.Parameter(torch.empty(H))
-        self.norm_weight = nn.Parameter(torch.empty(E))
+        self.norm = GatedRMSNorm(E, self.n_groups, ctx.norm_eps)
         self.out_proj = nn.Linear(E, ctx.hidden_size, bias=ctx.bias)
         self.reset_parameters()
 
@@ -131,7 +155,6 @@ class Mamba2(nn.Module):
             self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
             self.A_log.copy_(torch.log(torch.empty(H).uniform_(1.0, 16.0)))
             self.D.fill_(1.0)
-            self.norm_weight.fill_(1.0)
 
     def init_weights(self, std: float) -> None:
         """Hook for the model-wide init (the Linear layers are initialised by the model)."""
@@ -139,14 +162,6 @@ class Mamba2(nn.Module):
 
     def new_cache(self, batch: int, max_len: int, *, window: int = 0) -> StateCache:
         return StateCache()
-
-    def _gated_norm(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """RMSNorm over each group's E / G channels of y * silu(z), times the gain (B, S, E)."""
-        g = y * F.silu(z)
-        shape = g.shape
-        g = g.view(*shape[:-1], self.n_groups, -1)
-        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)
-        return g.view(shape) * self.norm_weight.to(g.dtype)
 
     def forward(self, x: torch.Tensor, *, start_pos: int = 0, cache: StateCache | None = None,
                 padding_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -185,5 +200,5 @@ class Mamba2(nn.Module):
             cache.state["ssm"] = state
             cache.length += S
         y = y + self.D.to(sdt)[:, None] * xs
-        y = self._gated_norm(y.reshape(b, S, E), z.to(sdt))
+        y = self.norm(y.reshape(b, S, E), z.to(sdt))
         return self.out_proj(y.to(x.dtype))
