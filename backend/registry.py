@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import DesignError, format_path, short_repr
-from .kinds import attention as _attention, mlp as _mlp, norm as _norm, ssm as _ssm
+from .kinds import attention as _attention, mlp as _mlp, norm as _norm, ssm as _ssm, empty as _empty
 from .kinds.base import (REGISTRIES, AttentionKind, CacheLayout, Category, KindError, KindInfo, MlpKind, NormKind,
                          ParamInfo, ParamType, PositionalKind)
 
@@ -51,7 +51,7 @@ def register_kind(info: KindInfo, *, replace: bool = False) -> KindInfo:
     return info
 
 
-for _k in [*_attention.KINDS, *_ssm.KINDS, *_mlp.KINDS, *_norm.NORMS, *_norm.POSITIONALS]:
+for _k in [*_attention.KINDS, *_ssm.KINDS, *_mlp.KINDS, *_norm.NORMS, *_norm.POSITIONALS, *_empty.KINDS]:
     register_kind(_k)
 
 

@@ -62,7 +62,7 @@ def layer_flops(design: Any, layer: Any, b: int, s: int) -> dict[str, tuple[floa
     """Per component (dense, causal) forward FLOPs of one executed layer (a ``ResolvedLayer``)."""
     att = attention_flops(design, layer.attention, layer.config.get("attention", {}), b, s, causal=layer.causal)
     mlp = mlp_flops(design, layer.mlp, layer.config.get("mlp", {}), b, s)
-    n_norms = 2 + (1 if layer.cross else 0)
+    n_norms = (0 if ATTENTION[layer.attention].identity else 1) + (0 if MLP[layer.mlp].identity else 1) + (1 if layer.cross else 0)
     if design.norm_placement == "pre_post":
         n_norms *= 2
     nf = norm_flops(design, layer.norm, b, s) * n_norms

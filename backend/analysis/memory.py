@@ -135,13 +135,14 @@ def kv_cache(plan: Any, dtype: str = "bf16", seq_len: int | None = None, batch: 
 def _layer_activation_elems(design: Any, layer: Any, s: int, *, fused_attention: bool) -> tuple[float, float]:
     """(elements per token saved for backward, dropout-mask elements per token); the kinds declare their parts."""
     D = design.hidden_size
-    e, drop = ATTENTION[layer.attention].activation_elems(design, layer.config.get("attention", {}), s, fused=fused_attention)
-    e += D  # attention norm input
+    att, mlp = ATTENTION[layer.attention], MLP[layer.mlp]
+    e, drop = att.activation_elems(design, layer.config.get("attention", {}), s, fused=fused_attention)
+    e += 0 if att.identity else D  # attention norm input (an empty sublayer has no norm)
     if layer.cross:
         ce, cd = CROSS.activation_elems(design, layer.config.get("cross", {}), s, fused=fused_attention)
         e += D + ce
         drop += cd
-    e += D + MLP[layer.mlp].activation_elems(design, layer.config.get("mlp", {}))  # MLP norm input + the MLP
+    e += (0 if mlp.identity else D) + mlp.activation_elems(design, layer.config.get("mlp", {}))  # norm input + MLP
     e += 2 * D  # norm statistics / residual
     drop += 2 * D
     return e, drop

@@ -137,6 +137,7 @@ class KindInfo:
     color: str = ""  # grid colour, "#RRGGBB" (default: picked from a fixed palette)
     aliases: tuple[str, ...] = ()  # extra names in the string notation (upper case), e.g. ("SDPA",)
     roles: tuple[str, ...] = ()  # registry roles this kind fills ("default", "full", "cheap")
+    identity: bool = False  # an empty sublayer (attention / mlp "none"): the block skips the branch and its norms
 
     # ---- identity -------------------------------------------------------
     @property

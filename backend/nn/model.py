@@ -169,20 +169,25 @@ class Block(nn.Module):
         def norm() -> nn.Module:
             return norm_cls(sub("norm", layer["norm"]))
 
-        self.attn_norm = norm()
-        self.attn = lookup("attention", layer["attention"])(sub("attention", layer["attention"]))
-        self.attn_post_norm = norm() if sandwich else None
+        # a sublayer whose module says ``identity = True`` (``backend/nn/none.py``) is skipped, norms and all
+        attn_cls, mlp_cls = lookup("attention", layer["attention"]), lookup("mlp", layer["mlp"])
+        no_attn, no_mlp = getattr(attn_cls, "identity", False), getattr(mlp_cls, "identity", False)
+        self.attn_norm = None if no_attn else norm()
+        self.attn = attn_cls(sub("attention", layer["attention"]))
+        self.attn_post_norm = norm() if sandwich and not no_attn else None
         self.cross_norm = self.cross = self.cross_post_norm = None
         if cross:
             self.cross_norm = norm()
             self.cross = lookup("cross", "cross")(sub("cross", "cross"))
             self.cross_post_norm = norm() if sandwich else None
-        self.mlp_norm = norm()
-        self.mlp = lookup("mlp", layer["mlp"])(sub("mlp", layer["mlp"]))
-        self.mlp_post_norm = norm() if sandwich else None
+        self.mlp_norm = None if no_mlp else norm()
+        self.mlp = mlp_cls(sub("mlp", layer["mlp"]))
+        self.mlp_post_norm = norm() if sandwich and not no_mlp else None
         self.drop = nn.Dropout(cfg["dropout"])
 
-    def _residual(self, x: torch.Tensor, f, norm: nn.Module, post: nn.Module | None, s) -> torch.Tensor:
+    def _residual(self, x: torch.Tensor, f, norm: nn.Module | None, post: nn.Module | None, s) -> torch.Tensor:
+        if norm is None:  # an identity sublayer: no branch
+            return x
         if self.scales_branch:
             return x + s * self.drop(norm.scale(f(x)))
         if self.placement == "post":
