@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from .errors import DesignError, format_path, short_repr
 from .kinds.base import KindError
+from .kinds.empty import MEGATRON_SYMBOLS
 from .registry import ATTENTION, ATTENTION_ALIASES, CROSS, MLP, POSITIONAL, KindInfo, kind, role
 from .spec import Design, LayerEntry, LayerParams, Rule, Stack, When, load_design
 
@@ -383,6 +384,20 @@ def _apply_string(slots: list[_Slot], name: str, stack: Stack) -> None:
             slot.set_kind("mlp", mlp, [name, "string"])
 
 
+def _apply_megatron(slots: list[_Slot], name: str, stack: Stack) -> None:
+    """Step 2d: Megatron-LM's ``hybrid_override_pattern``, one character per layer (``kinds.empty``)."""
+    text, path = stack.hybrid_override_pattern, [name, "hybrid_override_pattern"]
+    if len(text) != stack.n_layers:
+        raise DesignError.at(path, f"has {len(text)} characters but n_layers is {stack.n_layers}")
+    for i, (slot, ch) in enumerate(zip(slots, text)):
+        if ch not in MEGATRON_SYMBOLS:
+            raise DesignError.at(path, f"character {i + 1} {ch!r} is not one of {' '.join(MEGATRON_SYMBOLS)}")
+        att, mlp = MEGATRON_SYMBOLS[ch]
+        slot.set_kind("attention", att, path)
+        if mlp is not None:
+            slot.set_kind("mlp", mlp, path)
+
+
 def _apply_explicit(slots: list[_Slot], name: str, stack: Stack) -> None:
     """Step 2c: an explicit per-layer list."""
     for i, (slot, entry) in enumerate(zip(slots, stack.explicit)):
@@ -502,6 +517,8 @@ def _resolve_stack(design: Design, name: str, stack: Stack, warnings: list[str])
         _apply_string(slots, name, stack)
     elif stack.explicit is not None:
         _apply_explicit(slots, name, stack)
+    elif stack.hybrid_override_pattern is not None:
+        _apply_megatron(slots, name, stack)
     _apply_rules(slots, name, stack, warnings)
     if stack.params.cross and not has_cross:
         raise DesignError.at([name, "params", "cross"], "cross-attention params only apply to the decoder of an encoder_decoder model")

@@ -162,6 +162,9 @@ class Stack(_Frozen):
     params: LayerParams = Field(default_factory=LayerParams, description="default params of every layer")
     pattern: Optional[Union[str, PatternRef]] = None
     string: Optional[str] = Field(None, max_length=20000)
+    hybrid_override_pattern: Optional[str] = Field(
+        None, max_length=MAX_LAYERS,
+        description="Megatron-LM layer pattern, one character per layer: M Mamba-2, * attention, - MLP, E MoE")
     rules: list[Rule] = Field(default_factory=list, max_length=1000)
     explicit: Optional[list[LayerEntry]] = Field(None, max_length=MAX_LAYERS)
     repeat: Repeat = Field(default_factory=Repeat)
@@ -173,9 +176,10 @@ class Stack(_Frozen):
         kind("mlp", self.mlp, ["mlp"])
         if self.norm is not None:
             kind("norm", self.norm, ["norm"])
-        given = [k for k in ("pattern", "string", "explicit") if getattr(self, k) is not None]
+        given = [k for k in ("pattern", "string", "explicit", "hybrid_override_pattern") if getattr(self, k) is not None]
         if len(given) > 1:
-            raise _err([given[1]], f"is mutually exclusive with `{given[0]}`; use one of pattern, string, explicit")
+            raise _err([given[1]], f"is mutually exclusive with `{given[0]}`; use one of pattern, string, explicit, "
+                                   "hybrid_override_pattern")
         if self.explicit is not None and len(self.explicit) != self.n_layers:
             raise _err(["explicit"], f"has {len(self.explicit)} entries but n_layers is {self.n_layers}")
         if self.repeat.mode == "grouped" and sum(self.repeat.groups or []) != self.n_layers:

@@ -76,3 +76,27 @@ def test_cached_decoding_of_a_nemotron_style_pattern_equals_full_forward():
                                                                  for i in range(4, 9)]
     assert not cache.recompute
     assert torch.allclose(torch.cat(outs, dim=1), full, atol=1e-10)
+
+
+def test_megatron_hybrid_override_pattern():
+    """Megatron-LM / Nemotron-H pattern: M Mamba, * attention, - MLP, E MoE, one block per character."""
+    import pytest
+
+    from backend.errors import DesignError
+
+    d = design("SDPA", 6)
+    del d["layers"]["string"]
+    d["layers"]["hybrid_override_pattern"] = "M-M*-E"
+    plan = resolve_plan(d)
+    assert [(x.attention, x.mlp) for x in plan.layers] == [
+        ("mamba2", "none"), ("none", "swiglu"), ("mamba2", "none"), ("self_sdpa", "none"), ("none", "swiglu"),
+        ("none", "moe")]
+    same = design("MAMBA2:NONE,NONE:SWIGLU,MAMBA2:NONE,SDPA:NONE,NONE:SWIGLU,NONE:MOE", 6)
+    assert analyze(d)["params"] == analyze(same)["params"]
+    for bad, msg in (("M-M*-X", "character 6 'X'"), ("M-M", "has 3 characters but n_layers is 6")):
+        d["layers"]["hybrid_override_pattern"] = bad
+        with pytest.raises(DesignError, match=msg):
+            resolve_plan(d)
+    d["layers"]["string"] = "SDPA"
+    with pytest.raises(DesignError, match="mutually exclusive"):
+        resolve_plan(d)

@@ -56,3 +56,12 @@ KINDS: list[KindInfo] = [
               "Nemotron-H, NVIDIA 2025, arXiv 2504.03624 (one sublayer per layer)",
               label="none (mixer only)", abbrev="NONE", color="#BAB0AC"),
 ]
+
+# Megatron-LM's ``hybrid_override_pattern`` (one character per layer, as in Nemotron-H's configs):
+# character -> (attention kind, MLP kind or None = the stack's MLP). Read by ``backend.plan``.
+MEGATRON_SYMBOLS: dict[str, tuple[str, str | None]] = {
+    "M": ("mamba2", "none"),  # a Mamba layer
+    "*": ("self_sdpa", "none"),  # a self-attention layer
+    "-": ("none", None),  # an MLP layer
+    "E": ("none", "moe"),  # a MoE layer
+}
