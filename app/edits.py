@@ -152,6 +152,7 @@ def set_layout(d: dict[str, Any], stack: str, mode: str, value: Any) -> dict[str
     s = _stack(d, stack)
     for k in ("pattern", "string", "explicit"):
         s[k] = None
+    s.pop("hybrid_override_pattern", None)  # a Megatron pattern is one more layout, exclusive with these
     if mode == "pattern":
         s["pattern"] = value
     elif mode == "string":
