@@ -411,6 +411,7 @@ def _resolve_stack(design: Design, name: str, stack: Stack, warnings: list[str])
         if getattr(stack_defaults, cat) and not has_cross:
             raise DesignError.at([name, "params", cat], "cross-attention params only apply to the decoder of an encoder_decoder model")
     unique: list[ResolvedLayer] = []
+    causal_notes: dict[str, list[int]] = {}  # kind's causal-stack warning -> layers it applies to
     used_default_keys: dict[str, set[str]] = {c: set() for c in CATEGORIES + ("cross",)}
     for i, slot in enumerate(slots):
         infos: dict[str, KindInfo] = {}
@@ -444,6 +445,10 @@ def _resolve_stack(design: Design, name: str, stack: Stack, warnings: list[str])
             if given:
                 overrides[cat] = given
         _check_layer(design, infos, config, [name], i, slot.origin["attention"])
+        for cat in CATEGORIES if causal else ():
+            note = infos[cat].causal_warning and infos[cat].causal_warning(config[cat])
+            if note:
+                causal_notes.setdefault(note, []).append(i)
         unique.append(ResolvedLayer(name, i, i, att.name, infos["mlp"].name, infos["norm"].name, causal, has_cross, overrides, config))
     for cat in CATEGORIES + ("cross",):
         for key in getattr(stack_defaults, cat):
@@ -451,6 +456,9 @@ def _resolve_stack(design: Design, name: str, stack: Stack, warnings: list[str])
                 raise DesignError.at([name, "params", cat, key], f"no layer's {cat} kind takes this parameter (kinds used: "
                                      f"{', '.join(sorted({u.attention if cat == 'attention' else u.mlp if cat == 'mlp' else u.norm for u in unique})) if cat != 'cross' else 'cross'})")
 
+    for note, idx in causal_notes.items():
+        shown = ", ".join(map(str, idx[:8])) + (f", ... ({len(idx)} layers)" if len(idx) > 8 else "")
+        warnings.append(f"{name}: layer{'s' if len(idx) > 1 else ''} {shown}: {note}")
     mapping = _repeat_map(stack)
     executed = tuple(
         ResolvedLayer(name, j, u, unique[u].attention, unique[u].mlp, unique[u].norm, causal, has_cross, unique[u].params, unique[u].config)

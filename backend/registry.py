@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from .errors import DesignError, format_path, short_repr
 
@@ -82,6 +82,9 @@ class KindInfo:
     cacheable: bool = False  # supports incremental decoding with a cache (in causal stacks)
     uses_positions: bool = True  # applies rope / alibi when the model uses them
     softmax: bool = False  # a softmax attention (allowed as cross-attention)
+    # params -> a warning when a layer of this kind with these params sits in a causal stack
+    # (it runs, but is not causal by construction), or None; torch-free, read at validation
+    causal_warning: Callable[[dict[str, Any]], str | None] | None = None
 
     def resolve_params(self, given: dict[str, Any] | None, path: list[Any]) -> dict[str, Any]:
         """Defaults filled in, every given key checked against the schema."""
@@ -104,6 +107,17 @@ class KindInfo:
 
 
 P = ParamInfo
+
+
+def _moe_causal_warning(params: dict[str, Any]) -> str | None:
+    # Capacity slots are served in token order over the batch (backend/nn/moe.py), so
+    # a later token can take an earlier token's expert: not causal, and cached decoding
+    # (one token routed alone) differs from a full forward. The smoke test says n/a.
+    if params.get("capacity_factor", 0.0) > 0:
+        return (f"moe capacity_factor {params['capacity_factor']:g} in a causal stack: capacity routing lets later tokens "
+                "change earlier tokens' experts, so training is not causal and cached decoding will not match a full "
+                "forward (set capacity_factor 0 for a causal decoder)")
+    return None
 _BACKENDS = ("auto", "math", "flash", "efficient")
 _ACTS = ("gelu", "relu", "silu", "mish")
 _MLP_KINDS = ("swiglu", "geglu", "reglu", "relu2", "mlp")
@@ -241,6 +255,7 @@ MLP: dict[str, KindInfo] = {
                 "aux_loss_weight": P("float", 0.01, "weight of the load-balancing auxiliary loss", 0.0, 100.0),
                 "shared_experts": P("int", 0, "always-on shared experts (DeepSeekMoE style)", 0, 64),
             },
+            causal_warning=_moe_causal_warning,
         ),
     ]
 }

@@ -94,7 +94,7 @@ if res and res[0] == djson:
     else:
         failed = ", ".join(c["name"] for c in r["checks"] if not c["passed"])
         st.error(f"**Failed**: {failed}")
-    df = pd.DataFrame([{"check": c["name"], "result": "✓ pass" if c["passed"] else "✗ FAIL",
+    df = pd.DataFrame([{"check": c["name"], "result": "– n/a" if not c.get("applicable", True) else "✓ pass" if c["passed"] else "✗ FAIL",
                         "ms": round(c["seconds"] * 1000, 1), "detail": c["detail"]} for c in r["checks"]])
     st.dataframe(df, hide_index=True, width="stretch",
                  column_config={"ms": st.column_config.ProgressColumn("time (ms)", format="%.1f", min_value=0,

@@ -69,6 +69,20 @@ class MoE(nn.Module):
         self.aux_loss = torch.zeros(())
         self.last_counts: torch.Tensor | None = None  # tokens per expert after capacity (for inspection)
 
+    @property
+    def noncausal_reason(self) -> str | None:
+        """Why a full forward of this layer is not causal, or None when it is.
+
+        Capacity slots are served in token order over the whole batch, so a
+        later token's choice can take the slot of an earlier token's choice:
+        earlier outputs depend on later tokens, and step-by-step decoding
+        (which routes each new token alone) cannot reproduce a full forward.
+        """
+        if self.capacity_factor <= 0:
+            return None
+        return (f"MoE capacity routing (capacity_factor {self.capacity_factor:g}) lets later tokens take earlier "
+                "tokens' expert slots, so a full forward is not causal and cached decoding cannot match it")
+
     def capacity(self, n_tokens: int) -> int | None:
         if self.capacity_factor <= 0:
             return None
