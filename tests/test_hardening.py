@@ -107,3 +107,148 @@ def test_exported_performer_redraw_with_weight_sharing_trains(tmp_path):
         model.zero_grad()
         model(x).output.sum().backward()
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+# ---------------------------------------------------------------------------
+# Finding 6: a big upload is rejected after bounded work, not after building it whole
+
+_BIG_DOCS = r'''
+import json, resource, sys, time
+from backend.errors import DesignError
+from backend.spec import parse_design_text
+
+N = 3_900_000  # bytes, just under the 4 MiB file limit
+docs = {
+    "yaml_flow_list": "name: big\nlayers: {n_layers: 2}\nextra: [" + ", ".join("1" for _ in range(N // 3)) + "]\n",
+    "yaml_block_list": "name: big\nlayers:\n  n_layers: 2\n  explicit:\n" + "  - {attention: self_sdpa, mlp: swiglu}\n" * (N // 39),
+    "yaml_many_keys": "name: big\nlayers: {n_layers: 2}\n" + "".join(f"k{i}: {i}\n" for i in range(N // 16)),
+    "yaml_deep": "a: " + "[" * (N // 2) + "]" * (N // 2) + "\n",
+    "json_list": '{"name": "big", "layers": {"n_layers": 2}, "extra": [' + ",".join("1" for _ in range(N // 2)) + "]}",
+    "json_objects": "[" + ",".join(["{}"] * (N // 3)) + "]",
+}
+out = {}
+for name, text in docs.items():
+    raw = text.encode()
+    t0 = time.process_time()
+    try:
+        parse_design_text(raw, "json" if name.startswith("json") else "yaml", source=name)
+        out[name] = ["accepted", 0.0]
+    except DesignError as exc:
+        out[name] = [str(exc), time.process_time() - t0]
+    del text, raw
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent (pytest with torch, ~300 MB).
+out["peak_rss_mb"] = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
+out["cpu_s"] = resource.getrusage(resource.RUSAGE_SELF).ru_utime + resource.getrusage(resource.RUSAGE_SELF).ru_stime
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.slow
+def test_big_documents_are_rejected_fast_and_small():
+    import json
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", _BIG_DOCS], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    peak, total = res.pop("peak_rss_mb"), res.pop("cpu_s")
+    print(f"\nbig documents: process peak RSS {peak:.0f} MB, CPU {total:.1f} s in all; per document CPU s "
+          + ", ".join(f"{k} {v[1]:.2f}" for k, v in res.items()))
+    for name, (message, cpu_s) in res.items():
+        assert "values" in message or "nested too deeply" in message, (name, message)
+        # Was 43 s / 870 MB for the flow list with a full safe_load; now ~1 s each.
+        assert cpu_s < 5.0, (name, cpu_s)
+    # Interpreter + pydantic + the six 4 MB texts themselves are ~70 MB of this.
+    assert peak < 300, peak
+
+
+# ---------------------------------------------------------------------------
+# Finding 7: inputs accepted or mishandled silently
+
+
+_TINY_YAML = "name: t\nhidden_size: 32\nn_heads: 4\nvocab_size: 50\nlayers:\n  n_layers: 2\n"
+
+
+@pytest.mark.parametrize("text, fmt, key", [
+    (_TINY_YAML + "hidden_size: 64\n", "yaml", "hidden_size"),
+    ("name: t\nlayers:\n  n_layers: 2\n  n_layers: 3\n", "yaml", "n_layers"),
+    ('{"name": "t", "layers": {"n_layers": 2}, "name": "u"}', "json", "name"),
+    ('{"name": "t", "layers": {"n_layers": 2, "params": {"mlp": {}, "mlp": {}}}}', "json", "mlp"),
+])
+def test_duplicate_keys_are_an_error_naming_the_key(text, fmt, key):
+    from backend.errors import DesignError
+    from backend.spec import parse_design_text
+
+    with pytest.raises(DesignError, match=f"duplicate key '{key}'"):
+        parse_design_text(text, fmt)
+
+
+def test_yaml_merge_keys_may_still_be_overridden():
+    from backend.spec import parse_document
+
+    data = parse_document("base: &b {n_layers: 2, attention: self_sdpa}\nlayers:\n  <<: *b\n  n_layers: 4\n", "yaml")
+    assert data["layers"] == {"n_layers": 4, "attention": "self_sdpa"}
+
+
+def _cli(*args: str, env: dict | None = None):
+    import os
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "backend", *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_huge_counts_and_revisions_exit_2(tmp_path):
+    import json
+
+    design = tmp_path / "d.json"
+    design.write_text(json.dumps({"name": "t", "hidden_size": 32, "n_heads": 4, "vocab_size": 50,
+                                  "layers": {"n_layers": 2, "string": "SDPA*" + "9" * 5000}}))
+    r = _cli("validate", str(design))
+    assert r.returncode == 2 and "layers.string" in r.stderr and "too large" in r.stderr, r.stderr
+    assert len(r.stderr) < 300 and len(r.stderr.splitlines()) == 1
+
+    env = {"BACKEND_DATABASE_URL": f"sqlite:///{tmp_path / 'lib.db'}"}
+    assert _cli("library", "save", "tiny", "--author", "a", "--message", "m", env=env).returncode == 0
+    for rev in ("9" * 23, "9" * 5000, "0"):
+        r = _cli("library", "show", "tiny", "--revision", rev, env=env)
+        assert r.returncode == 2 and "revision" in r.stderr and "Traceback" not in r.stderr, (rev[:30], r.stderr[-500:])
+        assert len(r.stderr) < 300, len(r.stderr)
+
+
+def test_library_get_bounds_the_revision(tmp_path):
+    from backend.errors import DesignError
+    from backend.library import Library
+
+    lib = Library(f"sqlite:///{tmp_path / 'lib.db'}")
+    try:
+        lib.save({"name": "t", "hidden_size": 32, "n_heads": 4, "vocab_size": 50, "layers": {"n_layers": 2}}, author="a")
+        for rev in (10**30, 0, -1, 2**63):
+            with pytest.raises(DesignError, match="revision"):
+                lib.get("t", rev)
+    finally:
+        lib.close()
+
+
+@pytest.mark.parametrize("where", ["top", "layers", "params", "value"])
+def test_error_messages_do_not_echo_huge_values(where):
+    import json
+
+    from backend.errors import DesignError
+    from backend.plan import resolve_plan
+    from backend.spec import parse_design_text
+
+    big = "k" * 3_000_000
+    d = {"name": "t", "hidden_size": 32, "n_heads": 4, "vocab_size": 50, "layers": {"n_layers": 2}}
+    if where == "top":
+        d[big] = 1
+    elif where == "layers":
+        d["layers"][big] = 1
+    elif where == "params":
+        d["layers"]["params"] = {"attention": {big: 1}}
+    else:
+        d["layers"]["attention"] = big
+    with pytest.raises(DesignError) as info:
+        resolve_plan(parse_design_text(json.dumps(d), "json"))  # kinds and their params are checked by the plan
+    assert len(str(info.value)) < 600, len(str(info.value))
+    assert "kkkk" in str(info.value)  # still names it, shortened
