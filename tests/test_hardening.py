@@ -252,3 +252,43 @@ def test_error_messages_do_not_echo_huge_values(where):
         resolve_plan(parse_design_text(json.dumps(d), "json"))  # kinds and their params are checked by the plan
     assert len(str(info.value)) < 600, len(str(info.value))
     assert "kkkk" in str(info.value)  # still names it, shortened
+
+
+# ---------------------------------------------------------------------------
+# Finding 8: export file names that would shadow modules
+
+
+SHADOWING_NAMES = ["torch", "typing", "enum", "dataclasses", "functools", "argparse", "math", "numpy", "Typing", "json"]
+
+
+@pytest.mark.parametrize("name", SHADOWING_NAMES)
+def test_python_export_name_shadows_no_module(name):
+    from backend.export import export_bytes
+
+    filename, _, _ = export_bytes({"name": name, "hidden_size": 32, "n_heads": 4, "vocab_size": 50, "layers": {"n_layers": 1}}, "python")
+    stem = filename.removesuffix(".py")
+    assert stem.isidentifier() and stem.startswith(name.lower()) and stem != name.lower()
+    assert stem not in sys.stdlib_module_names
+    # JSON / YAML files shadow nothing and keep their plain name
+    assert export_bytes({"name": name, "layers": {"n_layers": 1}}, "json")[0] == f"{name.lower()}.json"
+
+
+@pytest.mark.slow
+def test_exports_named_like_modules_run_beside_each_other(tmp_path):
+    """`python torch_design.py` in a folder holding the other exports runs: nothing there shadows torch or the stdlib."""
+    import os
+    import subprocess
+
+    from backend.export import export_bytes
+
+    files = []
+    for name in SHADOWING_NAMES[:6]:
+        filename, data, _ = export_bytes({"name": name, "hidden_size": 32, "n_heads": 4, "vocab_size": 50,
+                                          "layers": {"n_layers": 1}}, "python")
+        (tmp_path / filename).write_bytes(data)
+        files.append(filename)
+    assert len(set(files)) == len(files)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "BACKEND_"))}
+    r = subprocess.run([sys.executable, files[0]], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert any(ch.isdigit() for ch in r.stdout)  # it printed its parameter count
