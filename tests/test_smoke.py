@@ -196,3 +196,127 @@ def test_moe_capacity_in_a_decoder_is_reported_not_failed():
     uncapped = smoke_test({**d, "layers": {**d["layers"], "params": {"mlp": {"num_experts": 4, "top_k": 2}}}})
     assert uncapped.passed and _check(uncapped, "kv_cache").applicable
     assert not any("capacity" in w for w in resolve_plan({**d, "architecture": "encoder", "task": "mlm"}).warnings)
+
+
+# ---------------------------------------------------------------------------
+# Shared-server runs (issue 14, finding 9): bounded queue, per-run memory, cancellation
+
+
+def test_queue_bounds_concurrent_runs_and_keeps_order():
+    import threading
+
+    from backend.analysis.smoke_service import SmokeQueue
+
+    q = SmokeQueue(max_running=2)
+    lock = threading.Lock()
+    active, peak, order, seen_ahead = [0], [0], [], {}
+
+    def job(i: int) -> None:
+        def tick(ahead: int) -> None:
+            seen_ahead.setdefault(i, ahead)
+
+        with q.slot(tick, poll_s=0.01):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+                order.append(i)
+            time.sleep(0.05)
+            with lock:
+                active[0] -= 1
+
+    threads = []
+    for i in range(6):
+        threads.append(threading.Thread(target=job, args=(i,)))
+        threads[-1].start()
+        time.sleep(0.005)  # arrival order 0, 1, 2, ...
+    for t in threads:
+        t.join(10)
+    assert peak[0] == 2 and sorted(order) == list(range(6))
+    assert order == sorted(order)  # first come, first served
+    assert all(a >= 1 for a in seen_ahead.values()) and max(seen_ahead.values()) >= 3
+    assert q.running == 0 and q.waiting == 0
+
+
+def test_cancelled_waiter_leaves_the_queue():
+    import threading
+
+    from backend.analysis.smoke_service import SmokeQueue
+
+    q = SmokeQueue(max_running=1)
+    release = threading.Event()
+
+    def holder():
+        with q.slot():
+            release.wait(5)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    while q.running == 0:
+        time.sleep(0.01)
+
+    class SessionEnded(Exception):
+        pass
+
+    def tick(ahead):
+        raise SessionEnded
+
+    with pytest.raises(SessionEnded):
+        with q.slot(tick, poll_s=0.01):
+            pytest.fail("must not run")
+    assert q.waiting == 0 and q.running == 1
+    release.set()
+    t.join(5)
+    assert q.running == 0
+
+
+@pytest.mark.slow
+def test_process_run_reports_its_own_memory_and_is_killed_on_cancel():
+    import os
+
+    from backend.analysis.smoke_service import run_smoke_process
+
+    steps = []
+    out = run_smoke_process(TINY, progress=lambda step, fraction, message: steps.append(fraction))
+    r = out["result"]
+    assert r["passed"] and steps[0] == 0.0 and steps[-1] == 1.0
+    # the child's own peak growth: a tiny model, nowhere near this (torch-importing) test process's RSS
+    assert 0 <= r["peak_memory_bytes"] < 200 * 2**20
+
+    refused = run_smoke_process(SEVENTY_B, budget_bytes=2**30)["refused"]
+    assert refused["budget_bytes"] == 2**30 and refused["scaled_design"]
+
+    class SessionEnded(Exception):
+        pass
+
+    pids = []
+
+    def tick():
+        pids.extend(int(p) for p in os.listdir("/proc") if p.isdigit() and _is_smoke_child(p))
+        raise SessionEnded
+
+    with pytest.raises(SessionEnded):
+        run_smoke_process(TINY, tick=tick)
+    assert pids, "the child was running when the session ended"
+    time.sleep(0.2)
+    assert not any(os.path.exists(f"/proc/{p}") and _is_smoke_child(str(p)) for p in pids)
+
+
+def _is_smoke_child(pid: str) -> bool:
+    import os
+
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().split(b"\0")
+        with open(f"/proc/{pid}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return False
+    return ppid == os.getpid() and b"smoke" in cmd and b"backend" in cmd
+
+
+def test_run_budget_is_shared_between_admitted_runs():
+    from backend.analysis.smoke_service import run_budget_bytes
+
+    one, three = run_budget_bytes(1), run_budget_bytes(3)
+    assert abs(one - smoke.budget_for(None)) < 64 * 2**20  # MemAvailable moves a little between reads
+    assert abs(three - one / 3) < 64 * 2**20

@@ -536,15 +536,17 @@ def cli_smoke(args: argparse.Namespace) -> int:
     budget = None if getattr(args, "budget_gb", None) is None else int(args.budget_gb * 2**30)
 
     def progress(step: str, fraction: float, message: str) -> None:
-        if not args.json:
-            print(f"[{fraction * 100:3.0f}%] {message}", file=sys.stderr, flush=True)
+        # stderr in both modes (--json keeps stdout to the one JSON object): the app's
+        # child-process runner (smoke_service) shows these lines as its progress
+        print(f"[{fraction * 100:3.0f}%] {message}", file=sys.stderr, flush=True)
 
     try:
         r = smoke_test(args.design, budget_bytes=budget, scaled=args.scaled, progress=progress)
     except SmokeRefused as exc:
         if args.json:
             print(json.dumps({"refused": True, "message": str(exc), "estimate_bytes": exc.estimate_bytes,
-                              "budget_bytes": exc.budget_bytes, "scaled_design": exc.scaled_design}))
+                              "budget_bytes": exc.budget_bytes, "scaled_design": exc.scaled_design,
+                              "scaled_estimate_bytes": exc.scaled_estimate_bytes}))
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
