@@ -292,3 +292,22 @@ def test_exports_named_like_modules_run_beside_each_other(tmp_path):
     r = subprocess.run([sys.executable, files[0]], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert any(ch.isdigit() for ch in r.stdout)  # it printed its parameter count
+
+
+# ---------------------------------------------------------------------------
+# Finding 10: the unlock cookie (the browser test drives the deep link and the reload)
+
+
+def test_unlock_cookie_token():
+    sys.path.insert(0, str(ROOT / "app"))
+    import auth
+
+    now = 1_800_000_000
+    token = auth.make_token("team-pw", now=now)
+    assert auth.token_valid(token, "team-pw", now=now + 3600)
+    assert not auth.token_valid(token, "rotated", now=now + 3600)  # a new password locks every browser
+    assert not auth.token_valid(token, "team-pw", now=now + auth.COOKIE_MAX_AGE_S + 1)  # expired
+    expiry, mac = token.split(".")
+    assert not auth.token_valid(f"{int(expiry) + 10**6}.{mac}", "team-pw", now=now)  # expiry extended by hand
+    for junk in (None, "", "x", "1.2.3", "9" * 300, f"{expiry}.{'0' * 64}"):
+        assert not auth.token_valid(junk, "team-pw", now=now)
