@@ -14,8 +14,14 @@ allocated before the decision, so a 70B request is refused in milliseconds.
 Checks (B = 2, S = min(max_seq_len, 32), float32, CPU): output shape per
 task; finite outputs and loss; every parameter receives a gradient; in causal
 stacks, perturbing tokens from position S/2 on leaves the hidden states before
-S/2 unchanged; KV-cached step-by-step decoding equals the full forward pass
-(decoders and encoder-decoders with per-token heads). Each step is timed;
+S/2 unchanged (within ``CAUSALITY_RTOL`` of the activations' magnitude);
+KV-cached step-by-step decoding equals the full forward pass (decoders and
+encoder-decoders with per-token heads). The checks ask the built modules
+what they are: a prefix-LM layer's ``bidirectional_prefix`` moves the cut
+after the prefix and is prefilled at once; a layer with a
+``noncausal_reason`` (MoE capacity routing) makes both checks "not
+applicable" with that reason, as does a one-position sequence for
+causality. One function per check (``_check_*``). Each step is timed;
 peak memory is the growth of the process's peak RSS (``VmHWM``, reset through
 ``/proc/self/clear_refs`` where allowed, otherwise sampled RSS).
 """
