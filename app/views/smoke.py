@@ -71,9 +71,8 @@ def run_smoke(scaled: bool) -> None:
             status.update(label="The design cannot be smoke-tested", state="error")
             st.error(str(exc))
             return
-        except Exception as exc:  # noqa: BLE001 - never a traceback in the page (Streamlit's stop/rerun pass through)
-            if type(exc).__module__.startswith("streamlit"):
-                raise
+        except Exception as exc:  # noqa: BLE001 - never a traceback in the page
+            # (Streamlit's stop / rerun are BaseExceptions: they pass, and the finally blocks kill the child)
             state.log.exception("smoke test crashed")
             status.update(label="The smoke test crashed", state="error")
             st.error(f"The smoke test crashed ({type(exc).__name__}); details are in the server log.")
