@@ -320,3 +320,46 @@ def test_run_budget_is_shared_between_admitted_runs():
     one, three = run_budget_bytes(1), run_budget_bytes(3)
     assert abs(one - smoke.budget_for(None)) < 64 * 2**20  # MemAvailable moves a little between reads
     assert abs(three - one / 3) < 64 * 2**20
+
+
+@pytest.mark.parametrize("name", ["tiny", "gpt2_small", "llama2_7b", "mixtral_8x7b", "t5_style", "performer_encdec",
+                                  "regression", "medium_cycle", "diff_transformer", "timeseries_encoder"])
+def test_closed_form_estimate_params_match_the_meta_model(name):
+    """The smoke estimate sizes a design from the kinds' closed forms, before any module exists."""
+    from backend.analysis.smoke import closed_form_params
+    from backend.build import build_model
+    from backend.plan import resolve_plan
+
+    plan = resolve_plan(name)
+    exact = sum(p.numel() for p in build_model(plan, device="meta").parameters())
+    # exact for the layers; task heads' biases and flow-speed predictors are left out of the estimate
+    assert abs(closed_form_params(plan) - exact) <= max(4096, exact // 100)
+    layers = sum(p.numel() for n, p in build_model(plan, device="meta").named_parameters() if ".blocks." in n)
+    from backend.registry import ATTENTION, MLP, NORM
+
+    d = plan.design
+    declared = sum(ATTENTION[u.attention].param_count(d, u.config["attention"], causal=u.causal)
+                   + MLP[u.mlp].param_count(d, u.config["mlp"])
+                   + (3 if u.cross else 2) * (2 if d.norm_placement == "pre_post" else 1) * NORM[u.norm].param_count(d)
+                   + (ATTENTION["self_sdpa"].param_count(d, {}, causal=False) if u.cross else 0)
+                   for sp in plan.stacks.values() for u in sp.unique)
+    assert declared == layers
+
+
+@pytest.mark.slow
+def test_smoke_refuses_a_huge_valid_design_fast_and_small():
+    """1,000 distinct MoE layers x 1,024 experts: refused from closed forms, no meta build (issue: hardening, finding 1)."""
+    import resource
+    import time
+
+    from backend.analysis.smoke import SmokeRefused
+
+    design = {"name": "huge", "vocab_size": 1000, "hidden_size": 64, "n_heads": 4, "max_seq_len": 64,
+              "layers": {"n_layers": 1000, "mlp": "moe", "params": {"mlp": {"num_experts": 1024, "top_k": 2}},
+                         "rules": [{"when": {"layer_idx": [i]}, "params": {"mlp": {"hidden": 64 + i}}} for i in range(1000)]}}
+    t0 = time.process_time()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(SmokeRefused):
+        smoke_test(design, budget_bytes=2**30)
+    assert time.process_time() - t0 < 30  # generous bound: it is closed-form arithmetic (~1 s here)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 400 * 1024  # KiB: no 5 GB meta build

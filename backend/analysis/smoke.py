@@ -118,12 +118,33 @@ def smoke_shape(design: Any) -> tuple[int, int]:
     return BATCH, min(design.max_seq_len, MAX_SMOKE_SEQ)
 
 
-def estimate_bytes(plan: Any) -> int:
-    """fp32 weights + grads + activations of the smoke batch, with a safety factor."""
-    from . import memory
-    from .params import param_stats
+def closed_form_params(plan: Any) -> int:
+    """Parameters from the kinds' declared closed forms (``param_count``): no module is built, so the
+    estimate costs microseconds per layer whatever the experts or widths. Embedding, positions and an
+    untied head as the model builds them; flow-speed scalars are left out (a handful of values)."""
+    from ..registry import ATTENTION, CROSS, MLP, NORM, POSITIONAL
 
-    n = param_stats(plan)["total"]
+    d = plan.design
+    n = (d.vocab_size or d.input_dim or 0) * d.hidden_size + POSITIONAL[d.positional].param_count(d)
+    if not d.tied:
+        n += d.hidden_size * (d.vocab_size if d.task in ("lm", "mlm", "seq2seq") else (d.output_dim or 0))
+    for sp in plan.stacks.values():
+        n += NORM[d.norm].param_count(d)  # final norm
+        for layer in sp.unique:
+            n += ATTENTION[layer.attention].param_count(d, layer.config["attention"], causal=layer.causal)
+            n += MLP[layer.mlp].param_count(d, layer.config["mlp"])
+            norms = (3 if layer.cross else 2) * (2 if d.norm_placement == "pre_post" else 1)
+            n += norms * NORM[layer.norm].param_count(d)
+            if layer.cross:
+                n += CROSS.param_count(d, layer.config.get("cross", {}), causal=False)
+    return n
+
+
+def estimate_bytes(plan: Any) -> int:
+    """fp32 weights + grads + activations of the smoke batch, with a safety factor (closed forms only)."""
+    from . import memory
+
+    n = closed_form_params(plan)
     b, s = smoke_shape(plan.design)
     act = memory.activations(plan, s, b, "fp32", fused_attention=False, checkpointing=False)["total_bytes"]
     return int(SAFETY * (8 * n + act))
