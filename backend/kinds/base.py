@@ -245,6 +245,13 @@ class MlpKind(KindInfo):
         """Other MLP kinds this one builds (a MoE's expert kind), so their modules are imported."""
         return ()
 
+    def affine_probe(self, cfg: dict[str, Any]) -> tuple[str, int, int] | None:
+        """``(param, value, probe)`` when every count of this layer (parameters, FLOPs, saved bytes) is
+        affine in ``param``: the analysis then measures the module at ``probe`` and ``probe + 1`` and
+        extrapolates to ``value`` exactly, so its cost does not grow with ``value`` (a MoE's experts).
+        None: measure the module as configured."""
+        return None
+
 
 @dataclass(frozen=True)
 class NormKind(KindInfo):

@@ -61,6 +61,15 @@ class MoeKind(MlpKind):
     def sub_kinds(self, cfg: dict[str, Any]) -> tuple[str, ...]:
         return (self._expert(cfg).name,)
 
+    def affine_probe(self, cfg: dict[str, Any]) -> tuple[str, int, int] | None:
+        # router D*E, E experts, the router's logits over E: affine in E; routed work (top_k experts a
+        # token) is not. A capacity below the balanced share drops tokens, which is not affine: measure.
+        e, k, _ = self._counts(cfg)
+        factor = cfg.get("capacity_factor", 0.0)
+        if e <= k + 8 or cfg.get("capacity", 0) or 0 < factor < 1:
+            return None
+        return "num_experts", e, k
+
     def causal_warning(self, cfg: dict[str, Any]) -> str | None:
         # Capacity slots are served in token order over the batch (backend/nn/moe.py), so a later
         # token can take an earlier token's expert: not causal, and cached decoding (one token
