@@ -323,7 +323,8 @@ def test_run_budget_is_shared_between_admitted_runs():
 
 
 @pytest.mark.parametrize("name", ["tiny", "gpt2_small", "llama2_7b", "mixtral_8x7b", "t5_style", "performer_encdec",
-                                  "regression", "medium_cycle", "diff_transformer", "timeseries_encoder"])
+                                  "regression", "medium_cycle", "diff_transformer", "timeseries_encoder",
+                                  "hybrid_mamba2_small"])
 def test_closed_form_estimate_params_match_the_meta_model(name):
     """The smoke estimate sizes a design from the kinds' closed forms, before any module exists."""
     from backend.analysis.smoke import closed_form_params

@@ -58,14 +58,17 @@ def head_flops(design: Any, b: int, s: int) -> float:
     return 0.0
 
 
+def norms_per_layer(design: Any, layer: Any) -> int:
+    """Norm modules of one layer: one per sublayer (two with ``pre_post``); an empty sublayer has none."""
+    n = (0 if ATTENTION[layer.attention].identity else 1) + (0 if MLP[layer.mlp].identity else 1) + (1 if layer.cross else 0)
+    return n * (2 if design.norm_placement == "pre_post" else 1)
+
+
 def layer_flops(design: Any, layer: Any, b: int, s: int) -> dict[str, tuple[float, float]]:
     """Per component (dense, causal) forward FLOPs of one executed layer (a ``ResolvedLayer``)."""
     att = attention_flops(design, layer.attention, layer.config.get("attention", {}), b, s, causal=layer.causal)
     mlp = mlp_flops(design, layer.mlp, layer.config.get("mlp", {}), b, s)
-    n_norms = (0 if ATTENTION[layer.attention].identity else 1) + (0 if MLP[layer.mlp].identity else 1) + (1 if layer.cross else 0)
-    if design.norm_placement == "pre_post":
-        n_norms *= 2
-    nf = norm_flops(design, layer.norm, b, s) * n_norms
+    nf = norm_flops(design, layer.norm, b, s) * norms_per_layer(design, layer)
     out = {"attention": att, "mlp": (mlp, mlp), "norm": (nf, nf)}
     if layer.cross:
         out["cross"] = CROSS.flops(design, layer.config.get("cross", {}), b, s, causal=False)

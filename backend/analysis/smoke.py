@@ -123,6 +123,7 @@ def closed_form_params(plan: Any) -> int:
     estimate costs microseconds per layer whatever the experts or widths. Embedding, positions and an
     untied head as the model builds them; flow-speed scalars are left out (a handful of values)."""
     from ..registry import ATTENTION, CROSS, MLP, NORM, POSITIONAL
+    from .closed_form import norms_per_layer
 
     d = plan.design
     n = (d.vocab_size or d.input_dim or 0) * d.hidden_size + POSITIONAL[d.positional].param_count(d)
@@ -133,8 +134,7 @@ def closed_form_params(plan: Any) -> int:
         for layer in sp.unique:
             n += ATTENTION[layer.attention].param_count(d, layer.config["attention"], causal=layer.causal)
             n += MLP[layer.mlp].param_count(d, layer.config["mlp"])
-            norms = (3 if layer.cross else 2) * (2 if d.norm_placement == "pre_post" else 1)
-            n += norms * NORM[layer.norm].param_count(d)
+            n += norms_per_layer(d, layer) * NORM[layer.norm].param_count(d)
             if layer.cross:
                 n += CROSS.param_count(d, layer.config.get("cross", {}), causal=False)
     return n
