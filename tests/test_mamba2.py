@@ -180,3 +180,13 @@ def test_model_with_mamba2_generates():
     model = build_model(d).eval()
     out = model.generate(torch.randint(0, 20, (1, 3)), max_new_tokens=4)
     assert out.shape == (1, 7)
+
+
+def test_left_padding_is_transparent():
+    """Padded tokens feed neither the conv nor the state: left-padded real tokens give the unpadded outputs."""
+    m = mixer(4)
+    x = inputs(1, 7)
+    padded = torch.cat([torch.randn(1, 3, D, dtype=torch.float64), x], dim=1)
+    mask = torch.tensor([[False] * 3 + [True] * 7])
+    with torch.no_grad():
+        assert torch.allclose(m(padded, padding_mask=mask)[:, 3:], m(x), atol=1e-12, rtol=1e-10)
