@@ -22,7 +22,8 @@ for _info in list(ATTENTION.values()) + [CROSS]:
     _info.load()  # imports the module, registering its class
 
 KINDS = list(ATTENTION)
-CAUSAL_KINDS = [k for k, info in ATTENTION.items() if info.causal]
+# (an empty sublayer, `none`, outputs nothing for any input: there is no causality to test)
+CAUSAL_KINDS = [k for k, info in ATTENTION.items() if info.causal and not info.identity]
 # Kinds whose step-by-step decoding must equal the full forward pass.
 DECODABLE = [k for k, info in ATTENTION.items() if info.cacheable]
 MODES = [(k, c) for k, info in ATTENTION.items() for c in (True, False)
@@ -466,7 +467,7 @@ def test_meta_build_allocates_nothing(kind, causal):
     with torch.device("meta"):
         m = make(kind, causal=causal, dtype=torch.float32)
         tensors = list(m.parameters()) + list(m.buffers())
-        assert tensors and all(t.is_meta for t in tensors)
+        assert (tensors or ATTENTION[kind].identity) and all(t.is_meta for t in tensors)  # `none` has no tensors
         x = torch.randn(2, S, D)
         y = m(x, x) if kind == "cross" else m(x)
     assert y.is_meta and y.shape == (2, S, D)

@@ -118,7 +118,7 @@ class GatedRMSNorm(nn.Module):
 
 @register("attention", "mamba2")
 class Mamba2(nn.Module):
-    """Mamba-2 mixer (module docstring); causal only, positions unused."""
+    """Mamba-2 / SSD mixer (Dao & Gu 2024, arXiv 2405.21060; module docstring); causal only, positions unused."""
 
     def __init__(self, ctx: LayerContext):
         super().__init__()

@@ -13,12 +13,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import LayerContext, register
+from .common import LayerContext, StateCache, register
+
+
+def _nothing(x: torch.Tensor) -> torch.Tensor:
+    """Zeros that stay in the autograd graph (a backward through the branch gives zero gradients)."""
+    return x * 0.0
 
 
 @register("attention", "none")
 class NoMixer(nn.Module):
-    """No token mixing: the block's attention branch is skipped."""
+    """No token mixing (Nemotron-H's MLP-only layers, arXiv 2504.03624): the block skips this branch."""
 
     identity = True
     mixes_tokens = False
@@ -26,16 +31,19 @@ class NoMixer(nn.Module):
     def __init__(self, ctx: LayerContext):
         super().__init__()
 
-    def new_cache(self, batch: int, max_len: int, *, window: int = 0) -> None:
-        return None  # nothing to remember
+    def new_cache(self, batch: int, max_len: int, *, window: int = 0) -> StateCache:
+        return StateCache()  # holds no tensors: only counts the tokens seen
 
-    def forward(self, x: torch.Tensor, *, start_pos: int = 0, cache=None, padding_mask=None) -> torch.Tensor:
-        return torch.zeros_like(x)
+    def forward(self, x: torch.Tensor, *, start_pos: int = 0, cache: StateCache | None = None,
+                padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if cache is not None:
+            cache.length += x.shape[1]
+        return _nothing(x)
 
 
 @register("mlp", "none")
 class NoMlp(nn.Module):
-    """No MLP: the block's MLP branch is skipped."""
+    """No MLP (Nemotron-H's mixer-only layers, arXiv 2504.03624): the block skips this branch."""
 
     identity = True
 
@@ -43,4 +51,4 @@ class NoMlp(nn.Module):
         super().__init__()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(x)
+        return _nothing(x)
