@@ -47,7 +47,8 @@ class SoftmaxKind(AttentionKind):
         return lin + per_pair * s * s, lin + per_pair * self.pairs(cfg, s, causal=causal)
 
     def param_count(self, model: Any, cfg: dict[str, Any], *, causal: bool) -> int:
-        return qkvo_params(model)
+        # qk_norm: one RMSNorm gain of Dh shared by the heads of q, one of k (Qwen3 / Gemma-3)
+        return qkvo_params(model) + (2 * model.attn_head_dim if cfg.get("qk_norm") else 0)
 
     def cache(self, model: Any, cfg: dict[str, Any], dtype_bytes: int) -> CacheLayout:
         # KVCache: K and V of (B, KV, T, Dh); a sliding window keeps the last `window` tokens
@@ -313,6 +314,7 @@ KINDS: list[AttentionKind] = [
         {
             "window": P("int", 0, "sliding-window size in tokens (0 = full attention)", 0, 1 << 20),
             "backend": P("choice", "auto", "SDPA kernel: auto, math, flash or efficient (xformers-style)", choices=BACKENDS),
+            "qk_norm": P("bool", False, "RMSNorm over each head of q and k before rotary (Qwen3, Gemma-3)"),
         },
         label="softmax (SDPA)", abbrev="SDPA", color="#4C78A8", aliases=("SDPA",), roles=("default", "full"),
     ),
