@@ -328,7 +328,7 @@ KINDS: list[AttentionKind] = [
             "alibi": P("bool", False, "add ALiBi slopes as a score mod in this layer"),
             "prefix_len": P("int", 0, "prefix-LM: the first N tokens attend bidirectionally", 0, 1 << 20),
         },
-        label="FlexAttention", abbrev="FLEX", color="#72B7B2", aliases=("FLEX",),
+        label="FlexAttention", abbrev="FLEX", color="#72B7B2", aliases=("FLEX",), roles=("softcap",),
     ),
     DiffKind(
         "diff_attn", "attention", "backend.nn.diff_attn:DiffAttention",
