@@ -91,6 +91,8 @@ def _bad(key: str, value: Any, why: str) -> DesignError:
 
 def _int(cfg: dict[str, Any], key: str, *, default: Any = None, lo: int = 1) -> int:
     value = cfg.get(key, default)
+    if value is None:
+        raise DesignError(key, "is required")
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise _bad(key, value, f"must be an integer >= {lo}")
     return value
