@@ -310,7 +310,8 @@ def map_state_dict(model_type: str, hf_state: dict[str, Any]) -> dict[str, Any]:
     if model_type not in ("llama", "mistral", "qwen2", "qwen3", "mixtral", "gpt2"):
         raise _bad("model_type", model_type, "has no weight map (supported: llama, mistral, qwen2, qwen3, mixtral, gpt2)")
     out: dict[str, Any] = {}
-    for name, t in hf_state.items():
+    for orig, t in hf_state.items():
+        name = orig
         name = name[len("model."):] if name.startswith("model.") else name
         name = name[len("transformer."):] if name.startswith("transformer.") else name
         if name in ("embed_tokens.weight", "wte.weight"):
@@ -335,23 +336,23 @@ def map_state_dict(model_type: str, hf_state: dict[str, Any]) -> dict[str, Any]:
                 elif rest.endswith(".attn.bias") or rest in ("attn.bias", "attn.masked_bias"):
                     continue  # GPT-2's causal-mask buffers
                 else:
-                    raise _bad(name, tuple(t.shape), "has no counterpart in this project's model")
+                    raise _bad(orig, tuple(t.shape), "has no counterpart in this project's model")
             elif rest in _LLAMA_LAYER:
                 out[pre + _LLAMA_LAYER[rest]] = t
             elif model_type == "mixtral" and rest == "mlp.gate.weight":
                 out[pre + "mlp.router.weight"] = t
             elif model_type == "mixtral" and rest.startswith("mlp.experts."):
-                _map_experts(out, pre, rest, t)
+                _map_experts(out, pre, rest, t, orig)
             else:
-                raise _bad(name, tuple(t.shape), "has no counterpart in this project's model")
+                raise _bad(orig, tuple(t.shape), "has no counterpart in this project's model")
         else:
-            raise _bad(name, tuple(t.shape), "has no counterpart in this project's model")
+            raise _bad(orig, tuple(t.shape), "has no counterpart in this project's model")
     if "head.weight" not in out and "embed.weight" in out:
         out["head.weight"] = out["embed.weight"]  # tied: HF leaves lm_head out of the state dict
     return out
 
 
-def _map_experts(out: dict[str, Any], pre: str, rest: str, t: Any) -> None:
+def _map_experts(out: dict[str, Any], pre: str, rest: str, t: Any, orig: str) -> None:
     """Mixtral experts: transformers 5 fuses them (``gate_up_proj`` (E, 2F, D), ``down_proj`` (E, D, F));
     transformers 4 keeps ``experts.{e}.w1/w2/w3`` (our names already)."""
     parts = rest.split(".")
@@ -365,4 +366,4 @@ def _map_experts(out: dict[str, Any], pre: str, rest: str, t: Any) -> None:
         for e in range(t.shape[0]):
             out[f"{pre}mlp.experts.{e}.w2.weight"] = t[e]
     else:
-        raise _bad("model.layers." + pre.split(".")[-2] + "." + rest, tuple(t.shape), "has no counterpart in this project's model")
+        raise _bad(orig, tuple(t.shape), "has no counterpart in this project's model")
