@@ -339,10 +339,10 @@ def map_state_dict(model_type: str, hf_state: dict[str, Any]) -> dict[str, Any]:
                     raise _bad(orig, tuple(t.shape), "has no counterpart in this project's model")
             elif rest in _LLAMA_LAYER:
                 out[pre + _LLAMA_LAYER[rest]] = t
-            elif model_type == "mixtral" and rest == "mlp.gate.weight":
-                out[pre + "mlp.router.weight"] = t
-            elif model_type == "mixtral" and rest.startswith("mlp.experts."):
-                _map_experts(out, pre, rest, t, orig)
+            elif model_type == "mixtral" and rest.startswith("block_sparse_moe."):  # transformers 4's name
+                _map_moe(out, pre, "mlp." + rest[len("block_sparse_moe."):], t, orig)
+            elif model_type == "mixtral" and rest.startswith("mlp."):
+                _map_moe(out, pre, rest, t, orig)
             else:
                 raise _bad(orig, tuple(t.shape), "has no counterpart in this project's model")
         else:
@@ -352,11 +352,20 @@ def map_state_dict(model_type: str, hf_state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _map_moe(out: dict[str, Any], pre: str, rest: str, t: Any, orig: str) -> None:
+    if rest == "mlp.gate.weight":
+        out[pre + "mlp.router.weight"] = t
+    elif rest.startswith("mlp.experts."):
+        _map_experts(out, pre, rest, t, orig)
+    else:
+        raise _bad(orig, tuple(t.shape), "has no counterpart in this project's model")
+
+
 def _map_experts(out: dict[str, Any], pre: str, rest: str, t: Any, orig: str) -> None:
     """Mixtral experts: transformers 5 fuses them (``gate_up_proj`` (E, 2F, D), ``down_proj`` (E, D, F));
     transformers 4 keeps ``experts.{e}.w1/w2/w3`` (our names already)."""
     parts = rest.split(".")
-    if parts[2].isdigit():  # experts.{e}.w1.weight
+    if parts[2].isdigit() and parts[3:] in (["w1", "weight"], ["w2", "weight"], ["w3", "weight"]):  # experts.{e}.w1.weight
         out[f"{pre}mlp.experts.{parts[2]}.{'.'.join(parts[3:])}"] = t
     elif parts[2] == "gate_up_proj":
         for e in range(t.shape[0]):

@@ -198,6 +198,29 @@ def test_logits_equal_with_hf_weights(model_type):
         assert kv_cache(resolve_plan(load_design(design)), "fp32")["bytes_per_token"] == held // (2 * 9)
 
 
+def test_mixtral_transformers_4_weight_names_map_the_same():
+    """transformers 4 kept Mixtral's experts apart, under ``block_sparse_moe`` (w1 gate, w3 up, w2 down)."""
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(hf_config("mixtral", **LOGIT_CASES["mixtral"]))
+    v5 = hf.state_dict()
+    v4 = {}
+    for name, t in v5.items():
+        pre, _, rest = name.partition(".mlp.")
+        if not rest:
+            v4[name] = t
+        elif rest == "gate.weight":
+            v4[f"{pre}.block_sparse_moe.gate.weight"] = t
+        elif rest == "experts.gate_up_proj":
+            for e in range(t.shape[0]):
+                gate, up = t[e].chunk(2, dim=0)
+                v4[f"{pre}.block_sparse_moe.experts.{e}.w1.weight"], v4[f"{pre}.block_sparse_moe.experts.{e}.w3.weight"] = gate, up
+        else:
+            for e in range(t.shape[0]):
+                v4[f"{pre}.block_sparse_moe.experts.{e}.w2.weight"] = t[e]
+    a, b = map_state_dict("mixtral", v5), map_state_dict("mixtral", v4)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_unknown_weight_names_are_errors():
     with pytest.raises(DesignError, match="model.layers.0.self_attn.rotary"):
         map_state_dict("llama", {"model.layers.0.self_attn.rotary.weight": torch.zeros(2)})
