@@ -74,7 +74,6 @@ _DENSE_ACTS = {"gelu": ("gelu", None), "relu": ("relu", None), "silu": ("silu", 
                "gelu_new": ("gelu", "GELU's tanh approximation (gelu_new) computed as exact GELU"),
                "gelu_pytorch_tanh": ("gelu", "GELU's tanh approximation computed as exact GELU")}
 
-MAX_SEQ = 1_048_576  # backend.spec.MAX_SEQ (not imported: spec imports this module)
 
 
 def _role(category: str, role: str) -> str:
@@ -227,7 +226,7 @@ def import_hf_notes(config: dict[str, Any], *, exact: bool = False) -> tuple[dic
         "name": str(cfg.get("_name_or_path") or f"hf_{mt}")[:200] or f"hf_{mt}",
         "architecture": "decoder", "task": "lm", "vocab_size": size["vocab_size"],
         "hidden_size": D, "n_heads": H, "n_kv_heads": kv, "head_dim": head_dim, "mlp_hidden": size["mlp_hidden"],
-        "max_seq_len": min(size["max_seq_len"], MAX_SEQ), "norm_eps": float(eps), "tie_embeddings": tie,
+        "max_seq_len": size["max_seq_len"], "norm_eps": float(eps), "tie_embeddings": tie,
         "final_norm": True, "dropout": 0.0,
     }
     stack: dict[str, Any] = {"n_layers": n, "attention": _role("attention", "full")}

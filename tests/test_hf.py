@@ -127,6 +127,17 @@ def test_unmappable_fields_are_errors_naming_the_field(field, value, match):
         load_design(import_hf(d))
 
 
+def test_app_text_path_takes_a_config_json():
+    """The app parses uploads with parse_design_text: a config.json is recognised there too."""
+    from backend.spec import parse_design_text
+
+    text = json.dumps(as_file_dict(hf_config("mistral", **REAL["Mistral-7B-v0.1"][2])))
+    design = parse_design_text(text, "yaml", source="upload")
+    assert param_stats(resolve_plan(design))["total"] == REAL["Mistral-7B-v0.1"][1]
+    with pytest.raises(DesignError, match="max_seq_len"):  # too long for a design: an error, not clamped
+        parse_design_text(json.dumps({**json.loads(text), "max_position_embeddings": 1 << 24}), "yaml")
+
+
 def test_inert_fields_change_nothing():
     d = as_file_dict(hf_config("llama", **REAL["Llama-3-8B"][2]))
     other = {**d, "bos_token_id": 7, "attention_dropout": 0.3, "initializer_range": 0.5, "use_cache": False}
