@@ -63,6 +63,7 @@ DB_FILE = "library.db"
 MAX_NAME = 200
 MAX_AUTHOR = 200
 MAX_MESSAGE = 10_000
+MAX_REVISION = 2**31 - 1  # fits every backend's INTEGER column
 SQLITE_BUSY_TIMEOUT_S = 30.0
 SAVE_ATTEMPTS = 50  # retries of a colliding / locked save before giving up
 
@@ -384,6 +385,9 @@ class Library:
             q = select(RevisionRow).where(RevisionRow.design_id == row.id)
             if revision is None:
                 q = q.order_by(RevisionRow.revision.desc()).limit(1)
+            elif isinstance(revision, bool) or not isinstance(revision, int) or not 1 <= revision <= MAX_REVISION:
+                # before the query: a huge int overflows the database's INTEGER
+                raise DesignError(f"{name}@{short_repr(revision, 24)}", f"revision must be an integer in [1, {MAX_REVISION}]")
             else:
                 q = q.where(RevisionRow.revision == revision)
             r = s.scalars(q).first()

@@ -7,6 +7,7 @@ Never runs ``playwright install``: it drives /usr/bin/chromium.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -36,10 +37,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+@contextlib.contextmanager
+def _streamlit(password: str = ""):
     port = _free_port()
-    env = {**os.environ, "BACKEND_APP_PASSWORD": ""}
+    env = {**os.environ, "BACKEND_APP_PASSWORD": password}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
@@ -66,6 +67,12 @@ def server():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with _streamlit() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +199,26 @@ def test_paint_edit_download(server, browser, tmp_path):
     assert layers[-1].mlp == "moe"
     page.screenshot(path=str(ARTIFACTS / "browser_export.png"), full_page=True)
     page.close()
+
+
+def test_password_deep_link_and_reload(browser):
+    """Issue 14, finding 10: after the password a deep link lands on its page, and a reload does not ask again."""
+    with _streamlit(password="team-pw") as url:
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(f"{url}/export")
+        page.get_by_label("Team password").fill("team-pw")
+        page.get_by_role("button", name="Unlock").click()
+        page.get_by_role("heading", name="Export / Import").wait_for()
+        _wait_idle(page)
+        assert page.url.rstrip("/").endswith("/export")
+        assert any(c["name"] == "designer_auth" for c in context.cookies())
+        page.reload()
+        page.get_by_role("heading", name="Export / Import").wait_for()
+        _wait_idle(page)
+        assert page.get_by_label("Team password").count() == 0
+        fresh = browser.new_context().new_page()  # another browser: still locked
+        fresh.goto(f"{url}/export")
+        fresh.get_by_label("Team password").wait_for(timeout=30_000)
+        context.close()

@@ -182,6 +182,11 @@ class KindInfo:
         refused here, so that a design the validator accepts also builds.
         """
 
+    def causal_warning(self, cfg: dict[str, Any]) -> str | None:
+        """A warning when a layer with these params sits in a causal stack and runs, but is not causal
+        by construction (validation shows it; the smoke test marks causality / cache checks n/a)."""
+        return None
+
     def _missing(self, hook: str) -> NotImplementedError:
         return NotImplementedError(f"{self.category} kind {self.name!r} does not declare {hook}() (docs/KINDS.md)")
 
