@@ -13,6 +13,7 @@ from backend.spec import Design, load_design, parse_design_text
 
 import state
 import ui
+from text import md
 
 st.title("Compare")
 ui.banner()
@@ -52,12 +53,12 @@ with st.expander("Upload a design to compare", expanded=False):
             d = parse_design_text(up.getvalue(), "json" if up.name.lower().endswith(".json") else "yaml", source=up.name)
             state.validate(d)
         except DesignError as exc:
-            st.error(f"**{up.name}** is not a valid design — {exc}")
+            st.error(f"**{md(up.name)}** is not a valid design — {md(exc)}")
         else:
             if st.session_state.get(state.UPLOADED_KEY) != state.canonical(d):
                 st.session_state[state.UPLOADED_KEY] = state.canonical(d)
                 st.rerun()
-            st.success(f"{up.name}: `{d.name}` is available as “{UPLOADED}”.")
+            st.success(f"{md(up.name)}: {md(d.name)} is available as “{UPLOADED}”.")
 
 
 def resolve(choice: str) -> Design:
