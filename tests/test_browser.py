@@ -192,3 +192,54 @@ def test_paint_edit_download(server, browser, tmp_path):
     assert layers[-1].mlp == "moe"
     page.screenshot(path=str(ARTIFACTS / "browser_export.png"), full_page=True)
     page.close()
+
+
+def test_reload_keeps_the_design_and_user_text_stays_text(server, browser):
+    """Issue 15 #2 / issue 14 #5: an edited design survives F5 (the address carries it); a hostile name
+    and an error echoing ``SDPA*x`` are shown as the characters typed, and no image is fetched."""
+    from backend.share import encode_design
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    hostile = "![p](http://127.0.0.1:9/pixel.png) *x*"
+    token = encode_design({"name": hostile, "layers": {"n_layers": 4}})
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(30_000)
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url))
+    page.goto(f"{server}/?d={token}")
+    page.wait_for_selector('[data-testid="stMetricValue"]')
+    _wait_idle(page)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    assert hostile in sidebar.inner_text()
+    assert sidebar.locator('img[src*="127.0.0.1:9"]').count() == 0
+    params0 = _metric(page, "Parameters (unique)")
+
+    # an edit through the string notation, with a refused string first
+    page.locator("button").filter(has_text="Pattern / string").first.click()
+    _wait_idle(page)
+    page.get_by_text("String notation", exact=True).first.click()
+    _wait_idle(page)
+    box = page.locator('[data-testid="stTextInput"]').filter(has_text="String notation").locator("input")
+    box.fill("SPECTRAL,SDPA*x")
+    box.press("Enter")
+    _wait_idle(page)
+    alert = page.locator('[data-testid="stAlert"]').filter(has_text="SDPA").first
+    assert "'SDPA*x'" in alert.inner_text()
+    assert alert.locator("em").count() == 0  # no Markdown italics out of the stars
+    box = page.locator('[data-testid="stTextInput"]').filter(has_text="String notation").locator("input")
+    box.fill("SPECTRAL,SDPA*3")
+    box.press("Enter")
+    params1 = _wait_metric_change(page, "Parameters (unique)", params0)
+    _wait_idle(page)
+    page.wait_for_function("() => new URLSearchParams(location.search).get('d') !== null")
+    page.screenshot(path=str(ARTIFACTS / "browser_before_reload.png"), full_page=True)
+
+    page.reload()
+    page.wait_for_selector('[data-testid="stMetricValue"]')
+    _wait_idle(page)
+    assert _metric(page, "Parameters (unique)") == params1
+    assert hostile in page.locator('[data-testid="stSidebar"]').inner_text()
+    assert page.locator('[data-testid="stPlotlyChart"]').first.get_by_text("SPEC").count() >= 1
+    page.screenshot(path=str(ARTIFACTS / "browser_after_reload.png"), full_page=True)
+    assert not [u for u in fetched if "127.0.0.1:9/" in u], fetched
+    page.close()
