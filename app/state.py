@@ -76,6 +76,11 @@ def init() -> None:
     ss = st.session_state
     if DESIGN_KEY not in ss:
         d = default_design()
+        if ss.get(DESIGN_YAML_KEY):  # a page run on its own (tests) may hand its design in as YAML
+            try:
+                d = parse_design_text(ss[DESIGN_YAML_KEY], "yaml", source="loaded design")
+            except DesignError:
+                log.warning("the preset design YAML does not load; using the default design")
         ss[DESIGN_KEY] = d
         text = d.to_yaml()
         ss[DESIGN_YAML_KEY] = text

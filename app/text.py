@@ -10,15 +10,21 @@ import html
 import re
 from typing import Any
 
-# Every ASCII punctuation character may be backslash-escaped in CommonMark; these are the
-# ones that start Markdown, HTML or Streamlit syntax (`:red[...]`, `:material/x:`, `$math$`).
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=^&\"'])")
+# Every ASCII punctuation character may be backslash-escaped in CommonMark. Inline syntax
+# (emphasis, code, links, images, HTML, Streamlit's `:red[...]` / `:material/x:`, `$math$`)
+# can start anywhere; block syntax (headings, lists, quotes, setext underlines) only at the
+# start of a line.
+_INLINE = re.compile(r"([\\`*_{}\[\]()!<>~$:&|])")
+_LINE_START = re.compile(r"^(\s*)([#>+=-]|\d+(?=[.)]))", re.MULTILINE)
 
 
 def md(text: Any) -> str:
     """``text`` made literal inside Markdown: ``![p](http://host/x.png)`` stays those characters
     (no image is fetched) and ``SDPA*x`` keeps its star. Line breaks become Markdown hard breaks."""
-    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", "  \n")
+    out = _INLINE.sub(r"\\\1", str(text))
+    # "- x" -> "\- x"; "12. x" -> "12\. x" (the escape goes before the list marker's punctuation)
+    out = _LINE_START.sub(lambda m: m.group(1) + (m.group(2) + "\\" if m.group(2).isdigit() else "\\" + m.group(2)), out)
+    return out.replace("\n", "  \n")
 
 
 def plotly(text: Any) -> str:

@@ -114,6 +114,28 @@ class PatternInfo:
 PATTERNS: dict[str, PatternInfo] = {}
 
 
+def _library_pattern(name: str) -> PatternInfo | None:
+    # lazy: the design library (SQLAlchemy) loads only for a name no process registered
+    from .patterns import library_pattern
+
+    return library_pattern(name)
+
+
+# Where a name missing from PATTERNS is looked up, in order (name -> PatternInfo or None):
+# custom patterns stored in the design library (backend.patterns).
+PATTERN_LOOKUPS: list[Callable[[str], "PatternInfo | None"]] = [_library_pattern]
+
+
+def find_pattern(name: str) -> PatternInfo | None:
+    """A registered pattern, else the first lookup that knows ``name``."""
+    info = PATTERNS.get(name)
+    for lookup in PATTERN_LOOKUPS if info is None else ():
+        info = lookup(name)
+        if info is not None:
+            break
+    return info
+
+
 def register_pattern(name: str, description: str, params: dict[str, str], fn: PatternFn, *, replace: bool = False,
                      causal_aware: bool = False) -> None:
     """Add a named pattern. ``fn(n, stack, params[, causal=...])`` returns ``n`` items
@@ -343,9 +365,10 @@ def _resolve_stack(design: Design, name: str, stack: Stack, warnings: list[str])
         pname = stack.pattern if isinstance(stack.pattern, str) else stack.pattern.name
         pparams = {} if isinstance(stack.pattern, str) else dict(stack.pattern.params)
         ppath = [name, "pattern"] + ([] if isinstance(stack.pattern, str) else ["name"])
-        if pname not in PATTERNS:
-            raise DesignError.at(ppath, f"unknown pattern {pname!r} (known: {', '.join(PATTERNS)})")
-        info = PATTERNS[pname]
+        info = find_pattern(pname)
+        if info is None:
+            raise DesignError.at(ppath, f"unknown pattern {pname!r} (known: {', '.join(PATTERNS)}; library patterns: "
+                                        "`python -m backend patterns list`)")
         for key in pparams:
             if key not in info.params:
                 raise DesignError.at([name, "pattern", "params", key], f"unknown parameter for pattern {pname!r} (known: {', '.join(info.params) or 'none'})")

@@ -598,7 +598,7 @@ def test_library_load_updates_the_sidebar_in_the_same_run():
     at = _page(_app(SMALL), "library")
     at.button(key="library_load").click().run()
     assert _design(at).name == "from-library"
-    assert any("from\\-library" in m.value for m in at.sidebar.markdown)
+    assert any("from-library" in m.value for m in at.sidebar.markdown)
 
 
 def test_repainting_drops_the_overridden_paint():

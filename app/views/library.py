@@ -12,8 +12,9 @@ from pathlib import Path
 import streamlit as st
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/ on sys.path, not the repo root
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / "app"):  # app/main.py sets both; the page also runs on its own (tests)
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 from backend.errors import DesignError  # noqa: E402
 from backend.library import canonical_yaml, content_hash, database_url, format_diff, get_library  # noqa: E402
@@ -54,6 +55,7 @@ def _fmt_time(dt) -> str:
     return dt.strftime("%Y-%m-%d %H:%M UTC")
 
 
+state.init()  # no-op under app/main.py; the page also runs on its own (tests)
 st.title("Design library")
 ui.banner()
 try:
