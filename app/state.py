@@ -305,6 +305,29 @@ def cached_export(design_json: str, fmt: str, resolved: bool = False) -> tuple[s
     return export_bytes(json.loads(design_json), fmt, resolved)
 
 
+def library_patterns() -> dict[str, str]:
+    """Custom patterns in the design library: name -> description (re-read every 10 s; {} without a library)."""
+    from backend.library import database_url
+
+    return _library_patterns(database_url())
+
+
+def forget_library_patterns() -> None:
+    """After a save: the picker must list the new pattern at once."""
+    _library_patterns.clear()
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _library_patterns(url: str) -> dict[str, str]:
+    try:
+        from backend.patterns import list_patterns
+
+        return {r.name: r.description for r in list_patterns()}
+    except Exception:  # noqa: BLE001 - no library configured or reachable: the built-ins still work
+        log.warning("library patterns unavailable", exc_info=True)
+        return {}
+
+
 @st.cache_data(max_entries=512, show_spinner=False)
 def cached_token(design_json: str) -> str | None:
     """The share token of a design, or None when it is too large for a link."""

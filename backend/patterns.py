@@ -151,8 +151,17 @@ def library_pattern(name: str) -> Any:
 
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         return None
-    lib = _library()
-    if PREFIX + name not in lib.names():
+    from .library import database_url
+
+    url = database_url()
+    if not _may_exist(url):
+        return None  # no library yet: asking would create an empty one
+    try:
+        lib = _library()
+        known = PREFIX + name in lib.names()
+    except Exception as exc:  # noqa: BLE001 - an unreachable database must not read as "unknown pattern"
+        raise DesignError("pattern.name", f"{name!r}: the design library is not reachable ({type(exc).__name__})") from None
+    if not known:
         return None
 
     def fn(n: int, stack: Any, params: dict[str, Any]) -> list[tuple]:
@@ -161,6 +170,16 @@ def library_pattern(name: str) -> Any:
         return [(a, m, p) for a, m, p in expand(recipe, n)]
 
     return PatternInfo(name, f"library pattern {name}", dict(_PARAMS), fn)
+
+
+def _may_exist(url: str) -> bool:
+    """False for a SQLite library file that does not exist yet."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:") or Path(u.database).exists()
 
 
 def _revision(params: dict[str, Any]) -> Optional[int]:

@@ -671,3 +671,28 @@ def test_address_carries_the_current_design():
     at2.query_params["d"] = token
     at2.run()
     assert _design(at2).hidden_size == 128 and not at2.session_state[state.HISTORY_KEY]
+
+
+def test_custom_pattern_saved_from_rules_is_in_the_picker_and_applies():
+    rules = [{"when": {"every": 3, "offset": 2}, "attention": "spectral"}]
+    at = _app({**SMALL, "layers": {**SMALL["layers"], "rules": rules}})
+    _panel(at, "Rules")
+    at.text_input(key="pattern_save_name").set_value("team/every-3")
+    at.text_input(key="pattern_save_author").set_value("ann")
+    _button(at, "Save pattern").click().run()
+    assert not at.exception and not _errors(at)
+    assert any("Saved pattern team/every" in _shown(s.value) for s in at.success)
+    # a 9-layer design with no rules picks it by name
+    at = _app({**SMALL, "name": "user", "layers": {"n_layers": 9}})
+    _panel(at, "Pattern / string")
+    v = at.session_state[state.VERSION_KEY]
+    at.radio(key=f"layout_mode_layers@{v}").set_value("pattern").run()
+    picker = at.selectbox(key=f"pattern_name_layers@{v}")
+    assert "team/every-3  (library)" in picker.options and "uniform" in picker.options
+    picker.set_value("team/every-3").run()
+    assert any("Preview" in c.value and "SPECTRAL" in c.value for c in at.caption)
+    _button(at, "Apply pattern").click().run()
+    assert not _errors(at)
+    assert _design(at).layers.pattern == "team/every-3"
+    kinds = [x.attention for x in resolve_plan(_design(at)).stacks["layers"].unique]
+    assert kinds == ["self_sdpa", "self_sdpa", "spectral"] * 3

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from backend.errors import DesignError
-from backend.plan import PATTERNS, to_string
+from backend.plan import PATTERNS, find_pattern, to_string
 from backend.registry import ATTENTION, MLP, NORM, REGISTRIES
 
 import edits
@@ -234,16 +234,23 @@ def layout_panel(stack, sp, edit_stack: str) -> None:
             st.rerun()
         _rules_on_top(stack, edit_stack, "string")
     elif mode == "pattern":
-        names = list(PATTERNS)
+        library = state.library_patterns()
+        names = list(PATTERNS) + [n for n in library if n not in PATTERNS]
         cur_name = (stack.pattern if isinstance(stack.pattern, str) else stack.pattern.name) if stack.pattern else names[0]
         cur_params = {} if stack.pattern is None or isinstance(stack.pattern, str) else dict(stack.pattern.params)
         pname = st.selectbox("Pattern", names, index=names.index(cur_name) if cur_name in names else 0,
-                             key=state.key(f"pattern_name_{edit_stack}"))
-        st.caption(PATTERNS[pname].description)
+                             key=state.key(f"pattern_name_{edit_stack}"),
+                             format_func=lambda n: f"{n}  (library)" if n in library and n not in PATTERNS else n)
+        info = find_pattern(pname)
+        if info is None:  # deleted from the library meanwhile
+            ui.error(f"pattern {pname!r} is no longer in the library")
+            return
+        st.caption(ui.md(library[pname]) if pname in library and pname not in PATTERNS else info.description)
+        _pattern_preview(edit_stack, pname, cur_params if pname == cur_name else {})
         with st.form(state.key(f"pattern_form_{edit_stack}")):
             values: dict[str, Any] = {}
             pcols = st.columns(3)
-            for i, (k, help_) in enumerate(PATTERNS[pname].params.items()):
+            for i, (k, help_) in enumerate(info.params.items()):
                 with pcols[i % 3]:
                     cur = cur_params.get(k) if pname == cur_name else None
                     if k in ("kinds",):
@@ -284,6 +291,40 @@ def layout_panel(stack, sp, edit_stack: str) -> None:
             st.rerun()
 
 
+def _pattern_preview(edit_stack: str, pname: str, params: dict[str, Any]) -> None:
+    """What the pattern gives on this stack (current depth, rules on top), before applying it."""
+    ref = {"name": pname, "params": params} if params else pname
+    try:
+        candidate = state.validate(edits.set_layout(state.design().to_dict(), edit_stack, "pattern", ref))
+        layers = state.cached_plan(state.canonical(candidate)).stacks[edit_stack].unique
+        st.caption("Preview: `" + ui.md(to_string([(x.attention, x.mlp) for x in layers], candidate.stacks()[edit_stack].mlp)) + "`")
+    except DesignError as exc:
+        st.caption("Preview: " + ui.md(exc))
+
+
+def _save_pattern_form(stack, edit_stack: str) -> None:
+    """Save this stack's base kinds and rules as a named pattern in the design library."""
+    with st.expander("Save these rules as a pattern (design library)", icon=":material/bookmark_add:"):
+        with st.form(state.key(f"save_pattern_{edit_stack}")):
+            c = st.columns([2, 1])
+            name = c[0].text_input("Pattern name", placeholder="team/hybrid-4", key="pattern_save_name",
+                                   help="lower-case words joined by '/', '-', '_' or '.'; saving an existing name adds a revision")
+            author = c[1].text_input("Author", value=st.session_state.get("library_author", ""), key="pattern_save_author")
+            message = st.text_input("Message", key=state.key("pattern_save_message"))
+            if st.form_submit_button("Save pattern", icon=":material/save:"):
+                from backend.patterns import save_pattern
+
+                st.session_state["library_author"] = author
+                try:
+                    info = save_pattern(state.design(), name.strip(), stack=edit_stack, author=author, message=message)
+                except DesignError as exc:
+                    ui.error(exc)
+                else:
+                    state.forget_library_patterns()
+                    st.success(f"Saved pattern {ui.md(name.strip())}@{info.revision}; it is in the pattern picker "
+                               "(Pattern / string panel).")
+
+
 def _rules_on_top(stack, edit_stack: str, what: str) -> None:
     """Rules still apply after a string or pattern: say so where the string is typed, and offer to clear them."""
     if not stack.rules:
@@ -312,6 +353,8 @@ def rules_panel(stack, edit_stack: str) -> None:
             bc[2].button("✕", key=state.key(f"rule_del_{edit_stack}_{i}"), help="Remove this rule",
                          on_click=lambda i=i: state.apply(lambda d: edits.remove_rule(d, edit_stack, i), f"remove rule #{i}"))
             _rule_form(rule, i, edit_stack)
+    if rules:
+        _save_pattern_form(stack, edit_stack)
     ac = st.columns([2, 2, 2, 4])
     new_every = ac[0].number_input("New rule: every", min_value=1, value=2, step=1, key="new_rule_every")
     offered, _ = runnable_kinds(ATTENTION, state.design(), [edit_stack])
