@@ -43,6 +43,7 @@ SMOKE_RESULT_KEY = "smoke_result"  # (design json, result dict) of the last smok
 SMOKE_REFUSAL_KEY = "smoke_refusal"  # (design json, refusal info) of the last refused smoke test
 DEPTH_FIT_KEY = "depth_fit_offer"  # (version, stack, fitted design dict, notes) offered after a refused depth
 URL_TOKEN_KEY = "url_token"  # share token of the design last written to the URL (?d=)
+_URL_VERSION = "url_token_version"  # VERSION_KEY when URL_TOKEN_KEY was computed
 RUN_MS_KEY = "last_run_ms"  # server-side time of the last complete script run (benchmark)
 
 HISTORY_LIMIT = 30
@@ -239,8 +240,11 @@ def sync_url() -> None:
     A link that failed to load stays in the address until the first edit (it may be worth keeping).
     """
     ss = st.session_state
-    token = cached_token(design_json())
     current = st.query_params.get("d")
+    if ss.get(URL_TOKEN_KEY) and current == ss[URL_TOKEN_KEY] and ss.get(_URL_VERSION) == ss[VERSION_KEY]:
+        return  # nothing changed since the last write (most reruns)
+    token = _token(design())  # once per design version (the check above)
+    ss[_URL_VERSION] = ss[VERSION_KEY]
     if token is None:
         ss[URL_TOKEN_KEY] = ""
         if current is not None and ss[VERSION_KEY] > 0:
@@ -328,13 +332,12 @@ def _library_patterns(url: str) -> dict[str, str]:
         return {}
 
 
-@st.cache_data(max_entries=512, show_spinner=False)
-def cached_token(design_json: str) -> str | None:
+def _token(d: Design) -> str | None:
     """The share token of a design, or None when it is too large for a link."""
     from backend.share import encode_design
 
     try:
-        return encode_design(json.loads(design_json))
+        return encode_design(d)
     except DesignError:
         return None
 
