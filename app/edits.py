@@ -143,6 +143,46 @@ def bake_explicit(d: dict[str, Any], stack: str, unique_layers: list[Any]) -> di
     return d
 
 
+def restructure(d: dict[str, Any], stack: str, unique_layers: list[Any], order: list[int | None]) -> tuple[dict[str, Any], str]:
+    """Rebuild ``stack`` from its resolved unique layers in a new ``order`` (moved, duplicated, deleted;
+    ``None`` inserts a layer of the stack defaults). Returns the design and a note on its form.
+
+    The compact form (defaults, pattern / string, rules) is kept when the same stack at the new
+    depth, with its rules fitted to it (:func:`fit_depth`), resolves to exactly the wanted layers
+    (deleting or adding layers at the end usually does); otherwise the stack becomes an explicit
+    per-layer list. ``unique_layers`` is ``plan.stacks[stack].unique``.
+    """
+    from backend.plan import parse_string, resolve_plan
+
+    if not order:
+        raise DesignError(f"{stack}.n_layers", "a stack needs at least one layer")
+    base = _stack(d, stack)
+    defaults = {"attention": base.get("attention"), "mlp": base.get("mlp"), "norm": base.get("norm") or d.get("norm")}
+    want = [None if i is None else unique_layers[i] for i in order]
+    baked = _stack(bake_explicit(d, stack, list(unique_layers)), stack)["explicit"]
+    default_entry = {k: v for k, v in defaults.items() if v is not None}
+    entries = [copy.deepcopy(default_entry if i is None else baked[i]) for i in order]
+
+    # the compact form, if it expresses the result
+    compact = copy.deepcopy(d)
+    _stack(compact, stack)["n_layers"] = len(order)
+    if base.get("explicit") is None:
+        items = parse_string(base["string"], base["n_layers"]) if base.get("string") else None
+        try:
+            compact, _ = fit_depth(compact, stack, items)
+            got = resolve_plan(compact).stacks[stack].unique
+            wanted = [(w.attention, w.mlp, w.norm, w.params) if w is not None else
+                      (defaults["attention"], defaults["mlp"], defaults["norm"], {}) for w in want]
+            if [(g.attention, g.mlp, g.norm, g.params) for g in got] == wanted:
+                return compact, "kept the stack's compact form"
+        except (DesignError, ValueError):
+            pass
+    out = copy.deepcopy(d)
+    s = _stack(out, stack)
+    s.update(n_layers=len(order), pattern=None, string=None, rules=[], explicit=entries)
+    return out, f"the stack is now an explicit list of {len(order)} layers (this order is not expressible by its rules)"
+
+
 def set_field(d: dict[str, Any], path: list[Any], value: Any) -> dict[str, Any]:
     d = copy.deepcopy(d)
     node: Any = d

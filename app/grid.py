@@ -49,6 +49,11 @@ def color(category: str, name: str) -> str:
     return _FALLBACK[(names.index(name) if name in names else len(name)) % len(_FALLBACK)]
 
 
+def label(name: str) -> str:
+    """The short label of a kind, as drawn in the grid."""
+    return ABBREV.get(name, name[:5])
+
+
 def faded(hex_colour: str, amount: float = 0.55) -> str:
     """``hex_colour`` mixed with white (``amount`` = share of white): the look of a re-executed layer."""
     r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
@@ -99,7 +104,7 @@ def grid_figure(stack_plan: Any, *, selected: list[int] | None = None, height: i
             name = getattr(layer, cat)
             (z_repeat if repeat else z_first)[r][j] = codes[(cat, name)]
             if show_text:
-                (text_repeat if repeat else text_first)[r][j] = ABBREV.get(name, name[:5])
+                (text_repeat if repeat else text_first)[r][j] = label(name)
             xs.append(j)
             ys.append(r)
             custom.append([layer.unique_index, cat, name])

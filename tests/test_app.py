@@ -696,3 +696,51 @@ def test_custom_pattern_saved_from_rules_is_in_the_picker_and_applies():
     assert _design(at).layers.pattern == "team/every-3"
     kinds = [x.attention for x in resolve_plan(_design(at)).stacks["layers"].unique]
     assert kinds == ["self_sdpa", "self_sdpa", "spectral"] * 3
+
+
+# ---- structure edits: move / duplicate / insert / delete ------------------------------------
+
+
+def test_restructure_keeps_compact_form_where_it_can():
+    d = load_design({**SMALL, "layers": {"n_layers": 4, "rules": [{"when": {"layer_idx": [0]}, "attention": "spectral"}]}}).to_dict()
+    u = list(resolve_plan(d).stacks["layers"].unique)
+    kinds = lambda x: [(y.attention, y.mlp) for y in resolve_plan(x).stacks["layers"].unique]  # noqa: E731
+    # deleting the last layer: the rules still say it
+    new, note = edits.restructure(d, "layers", u, [0, 1, 2])
+    assert new["layers"]["explicit"] is None and new["layers"]["n_layers"] == 3 and "compact" in note
+    # appending a default layer: likewise
+    new, note = edits.restructure(d, "layers", u, [0, 1, 2, 3, None])
+    assert new["layers"]["explicit"] is None and kinds(new) == [("spectral", "swiglu")] + [("self_sdpa", "swiglu")] * 4
+    # moving layer 0 to the end: not expressible by the rule -> explicit list, and the note says so
+    new, note = edits.restructure(d, "layers", u, [1, 2, 3, 0])
+    assert new["layers"]["explicit"] is not None and "explicit list of 4" in note
+    assert kinds(new) == [("self_sdpa", "swiglu")] * 3 + [("spectral", "swiglu")]
+    # params travel with the moved layer
+    d2 = edits.paint(d, "layers", [2], "mlp", "moe", {"num_experts": 4})
+    u2 = list(resolve_plan(d2).stacks["layers"].unique)
+    new, _ = edits.restructure(d2, "layers", u2, [2, 0, 1, 3])
+    first = resolve_plan(new).stacks["layers"].unique[0]
+    assert first.mlp == "moe" and first.params["mlp"] == {"num_experts": 4}
+
+
+def test_structure_buttons_duplicate_insert_delete_with_undo():
+    at = _app(SMALL)
+    at.text_input(key="brush_indices").set_value("1").run()
+    at.selectbox(key="brush_kind_attention").set_value("spectral").run()
+    at.button(key="paint").click().run()
+    _panel(at, "Reorder")
+    at.text_input(key="brush_indices").set_value("1").run()
+    at.button(key="struct_dup").click().run()
+    assert not at.exception and not _errors(at)
+    kinds = [x.attention for x in resolve_plan(_design(at)).stacks["layers"].unique]
+    assert kinds == ["self_sdpa", "spectral", "spectral", "self_sdpa", "self_sdpa", "self_sdpa"] + ["self_sdpa"]
+    assert any("explicit list of 7" in _shown(s.value) for s in at.success)
+    at.text_input(key="brush_indices").set_value("0").run()
+    at.button(key="struct_delete").click().run()
+    assert [x.attention for x in resolve_plan(_design(at)).stacks["layers"].unique][:2] == ["spectral", "spectral"]
+    at.text_input(key="brush_indices").set_value("").run()
+    at.button(key="struct_insert").click().run()
+    assert _design(at).layers.n_layers == 7
+    at.button(key="undo").click().run()
+    assert _design(at).layers.n_layers == 6
+    assert [n for n, _ in at.session_state[state.HISTORY_KEY]][-1].startswith("delete layers 0")

@@ -243,3 +243,38 @@ def test_reload_keeps_the_design_and_user_text_stays_text(server, browser):
     page.screenshot(path=str(ARTIFACTS / "browser_after_reload.png"), full_page=True)
     assert not [u for u in fetched if "127.0.0.1:9/" in u], fetched
     page.close()
+
+
+def test_drag_a_layer_to_another_position(server, browser):
+    """Issue 15 drag-and-edit: dragging a layer in the Reorder panel moves it; the grid and history follow."""
+    from backend.share import encode_design
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    token = encode_design({"name": "drag-test", "layers": {"n_layers": 4, "rules": [
+        {"when": {"layer_idx": [0]}, "attention": "spectral"}]}})
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(30_000)
+    page.goto(f"{server}/?d={token}")
+    page.wait_for_selector('[data-testid="stMetricValue"]')
+    _wait_idle(page)
+    first_row = "() => document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot').data[0].text[0]"
+    assert page.evaluate(first_row)[0] == "SPEC"
+    page.locator("button").filter(has_text="Reorder").first.click()
+    _wait_idle(page)
+    frame = page.frame_locator('iframe[title*="sortables"]').first
+    items = frame.locator(".sortable-item")
+    items.first.wait_for()
+    assert items.count() == 4
+    src, dst = items.nth(0).bounding_box(), items.nth(3).bounding_box()
+    assert src and dst  # page coordinates (Playwright maps the frame's)
+    page.mouse.move(src["x"] + src["width"] / 2, src["y"] + src["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(src["x"] + src["width"] / 2 + 5, src["y"] + src["height"] / 2, steps=3)
+    page.mouse.move(dst["x"] + dst["width"] * 0.9, dst["y"] + dst["height"] / 2, steps=15)
+    page.mouse.up()
+    page.locator('[data-testid="stAlert"]').filter(has_text="move layer 0 to position 3").first.wait_for()
+    _wait_idle(page)
+    row = page.evaluate(first_row)
+    assert row[0] != "SPEC" and row[3] == "SPEC", row
+    page.screenshot(path=str(ARTIFACTS / "browser_drag_reorder.png"), full_page=True)
+    page.close()

@@ -129,7 +129,7 @@ def brush_panel(plan, selection: dict[str, list[int]], shared_any: bool) -> None
 # ---- editors --------------------------------------------------------------------------
 
 # Only the chosen editor renders (tabs would build every panel's widgets on every rerun).
-PANELS = ["Layer table", "Pattern / string", "Rules", "Stack, repetition & flow", "Model settings", "YAML"]
+PANELS = ["Layer table", "Reorder", "Pattern / string", "Rules", "Stack, repetition & flow", "Model settings", "YAML"]
 
 
 def _keep_one(key: str) -> None:
@@ -199,6 +199,53 @@ def table_panel(plan) -> None:
     )
     st.caption("One row per unique layer (a shared layer is one row however often it runs). A change becomes a "
                "`layer_idx` rule (or edits the explicit list), exactly like painting.")
+
+
+def _restructure(edit_stack: str, order: list[int | None], what: str) -> None:
+    """Apply a new unique-layer order (moved / duplicated / inserted / deleted) and say which form the stack took."""
+    sp = state.plan().stacks[edit_stack]
+    result: dict[str, str] = {}
+
+    def _edit(d: dict[str, Any]) -> dict[str, Any]:
+        new, result["note"] = edits.restructure(d, edit_stack, list(sp.unique), order)
+        return new
+
+    if state.apply(_edit, what):
+        state.notice(f"{ui.md(what)}: {ui.md(result['note'])}.")
+        st.session_state[state.GRID_VERSION_KEY] += 1
+
+
+def structure_panel(sp, edit_stack: str, selected: list[int]) -> None:
+    """Drag unique layers into a new order; duplicate, insert or delete the layers selected on the grid."""
+    from streamlit_sortables import sort_items
+
+    n = sp.n_unique
+    labels = [f"{u.unique_index}: {grid.label(u.attention)} / {grid.label(u.mlp)}" for u in sp.unique]
+    st.caption("Drag a layer to move it (unique layers: with repetition every execution follows). The stack keeps its "
+               "compact form when its rules still express the result; otherwise it becomes an explicit list.")
+    new_labels = sort_items(labels, direction="horizontal", key=state.key(f"sortable_{edit_stack}"))
+    if new_labels != labels and sorted(new_labels) == sorted(labels):
+        order = [labels.index(x) for x in new_labels]
+        # one drag moves one layer: the one whose removal leaves the others in their old order
+        moved = next((k for k in order if [x for x in order if x != k] == [x for x in range(n) if x != k]), None)
+        _restructure(edit_stack, order, "reorder layers" if moved is None else
+                     f"move layer {moved} to position {order.index(moved)}")
+        st.rerun()
+    uniq = sorted({sp.executed[j].unique_index for j in selected if j < sp.depth})
+    c = st.columns(4)
+    c[0].write(f"**{len(uniq)}** unique layer{'s' if len(uniq) != 1 else ''} selected on the grid"
+               + (f": {edits.format_indices(uniq)}" if uniq else ""))
+    keep = [i for i in range(n) if i not in uniq]
+    dup: list[int | None] = [j for i in range(n) for j in ([i, i] if i in uniq else [i])]
+    c[1].button("Duplicate", icon=":material/content_copy:", key="struct_dup", disabled=not uniq, width="stretch",
+                on_click=_restructure, args=(edit_stack, dup, f"duplicate layers {edits.format_indices(uniq)}"))
+    after = (max(uniq) + 1) if uniq else n
+    ins: list[int | None] = [*range(after), None, *range(after, n)]
+    c[2].button("Insert a default layer" + (" after the selection" if uniq else " at the end"), icon=":material/add:",
+                key="struct_insert", width="stretch", on_click=_restructure,
+                args=(edit_stack, ins, f"insert a layer at {after}"))
+    c[3].button("Delete", icon=":material/delete:", key="struct_delete", disabled=not uniq or not keep, width="stretch",
+                on_click=_restructure, args=(edit_stack, keep, f"delete layers {edits.format_indices(uniq)}"))
 
 
 def layout_panel(stack, sp, edit_stack: str) -> None:
@@ -548,15 +595,17 @@ def main() -> None:
     stack = stacks[edit_stack]
     sp = plan.stacks[edit_stack]
     panel = sticky_control("Editor", PANELS, "editor_panel", label_visibility="collapsed")
-    if panel == PANELS[0]:
+    if panel == "Layer table":
         table_panel(plan)
-    elif panel == PANELS[1]:
+    elif panel == "Reorder":
+        structure_panel(sp, edit_stack, selection.get(edit_stack) or [])
+    elif panel == "Pattern / string":
         layout_panel(stack, sp, edit_stack)
-    elif panel == PANELS[2]:
+    elif panel == "Rules":
         rules_panel(stack, edit_stack)
-    elif panel == PANELS[3]:
+    elif panel == "Stack, repetition & flow":
         stack_panel(stack, edit_stack)
-    elif panel == PANELS[4]:
+    elif panel == "Model settings":
         model_panel(design)
     else:
         yaml_panel()
