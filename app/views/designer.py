@@ -9,7 +9,7 @@ import streamlit as st
 
 from backend.errors import DesignError
 from backend.plan import PATTERNS, find_pattern, to_string
-from backend.registry import ATTENTION, MLP, NORM, REGISTRIES
+from backend.registry import ATTENTION, MLP, NORM, REGISTRIES, role
 
 import edits
 import grid
@@ -220,7 +220,7 @@ def structure_panel(sp, edit_stack: str, selected: list[int]) -> None:
     from streamlit_sortables import sort_items
 
     n = sp.n_unique
-    labels = [f"{u.unique_index}: {grid.label(u.attention)} / {grid.label(u.mlp)}" for u in sp.unique]
+    labels = [f"{u.unique_index}: {grid.abbrev('attention', u.attention)} / {grid.abbrev('mlp', u.mlp)}" for u in sp.unique]
     st.caption("Drag a layer to move it (unique layers: with repetition every execution follows). The stack keeps its "
                "compact form when its rules still express the result; otherwise it becomes an explicit list.")
     new_labels = sort_items(labels, direction="horizontal", key=state.key(f"sortable_{edit_stack}"))
@@ -406,7 +406,8 @@ def rules_panel(stack, edit_stack: str) -> None:
     new_every = ac[0].number_input("New rule: every", min_value=1, value=2, step=1, key="new_rule_every")
     offered, _ = runnable_kinds(ATTENTION, state.design(), [edit_stack])
     others = [k for k in offered if k != stack.attention] or offered
-    new_kind = ac[1].selectbox("attention", others, key="new_rule_kind")
+    cheap = role("attention", "cheap")  # the kinds declare which one is the cheap mixer
+    new_kind = ac[1].selectbox("attention", others, index=others.index(cheap) if cheap in others else 0, key="new_rule_kind")
     ac[2].write("")
     ac[2].button("Add rule", icon=":material/add:", key=state.key(f"add_rule_{edit_stack}"),
                  on_click=lambda: state.apply(lambda d: edits.add_rule(d, edit_stack, {"when": {"every": int(new_every)},
