@@ -14,6 +14,8 @@ from typing import Any
 # (emphasis, code, links, images, HTML, Streamlit's `:red[...]` / `:material/x:`, `$math$`)
 # can start anywhere; block syntax (headings, lists, quotes, setext underlines) only at the
 # start of a line.
+WORD_JOINER = "\u2060"
+_EMAIL_AT = re.compile(r"@(?=[\w-]+\.[\w-])")  # an "@" that would start an e-mail autolink (not "name@3")
 _INLINE = re.compile(r"([\\`*_{}\[\]()!<>~$:&|])")
 _LINE_START = re.compile(r"^(\s*)([#>+=-]|\d+(?=[.)]))", re.MULTILINE)
 
@@ -24,6 +26,10 @@ def md(text: Any) -> str:
     out = _INLINE.sub(r"\\\1", str(text))
     # "- x" -> "\- x"; "12. x" -> "12\. x" (the escape goes before the list marker's punctuation)
     out = _LINE_START.sub(lambda m: m.group(1) + (m.group(2) + "\\" if m.group(2).isdigit() else "\\" + m.group(2)), out)
+    # GFM autolinks (``http://…``, ``www.…``, ``a@b.c``) are found in the text after escapes are
+    # resolved, so escaping cannot stop them: an invisible word joiner breaks the trigger instead.
+    out = out.replace("://", ":" + WORD_JOINER + "//").replace("www.", "www" + WORD_JOINER + ".")
+    out = _EMAIL_AT.sub("@" + WORD_JOINER, out)
     return out.replace("\n", "  \n")
 
 

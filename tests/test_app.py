@@ -72,8 +72,9 @@ def _panel(at: AppTest, name: str) -> AppTest:
 
 
 def _shown(markdown: str) -> str:
-    """What a CommonMark renderer shows for ``markdown`` as far as escapes go: ``\\*`` is ``*``."""
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)
+    """What a CommonMark renderer shows for ``markdown`` as far as escapes go: ``\\*`` is ``*``
+    (and the invisible word joiners that stop autolinks are not there for a reader)."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")
 
 
 def _errors(at: AppTest) -> str:
