@@ -167,6 +167,11 @@ def test_reload_keeps_the_design_and_user_text_stays_text(server, browser):
     # an edit through the string notation, with a refused string first
     page.locator("button").filter(has_text="Pattern / string").first.click()
     _wait_idle(page)
+    # issue 15 #9: a second click on the active editor tab keeps it open (and warns about nothing)
+    page.locator("button").filter(has_text="Pattern / string").first.click()
+    _wait_idle(page)
+    assert page.get_by_text("Describe the layers by").count() == 1
+    assert page.locator('[data-testid="stAlert"]').filter(has_text="default value").count() == 0
     page.get_by_text("String notation", exact=True).first.click()
     _wait_idle(page)
     box = page.locator('[data-testid="stTextInput"]').filter(has_text="String notation").locator("input")
