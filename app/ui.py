@@ -81,20 +81,20 @@ def headline(design_json: str | None = None, *, with_delta: bool = True) -> dict
          f"One forward pass at seq {r['seq_len']}, batch 1 (full S×S attention)"),
         ("KV cache / token", lambda x: x["memory"]["kv_cache_bytes_per_token"], fmt_bytes,
          f"Decoding cache per token ({r['dtype']})" + (
-             f"; plus {fmt_bytes(_state_bytes(r))} of constant state (linear / recurrent layers, batch 1), "
-             "the same at any length" if _state_bytes(r) else "")),
+             f"; plus {fmt_bytes(state_bytes(r))} of constant state (linear / recurrent layers, batch 1), "
+             "the same at any length" if state_bytes(r) else "")),
         ("Weights", lambda x: x["memory"]["weights_bytes"], fmt_bytes, f"Weights in {r['dtype']}"),
     ]
     cols = st.columns(len(items))
     for col, (label, get, fmt, help_) in zip(cols, items):
         value = fmt(get(r))
-        if label == "KV cache / token" and _state_bytes(r):
-            value += f" + {fmt_bytes(_state_bytes(r))} state"
+        if label == "KV cache / token" and state_bytes(r):
+            value += f" + {fmt_bytes(state_bytes(r))} state"
         col.metric(label, value, delta(get, fmt), delta_color="off", help=help_)
     return r
 
 
-def _state_bytes(r: dict[str, Any]) -> int:
+def state_bytes(r: dict[str, Any]) -> int:
     """The decoding cache that does not grow with length (Performer / SSM state), as the memory report gives it."""
     return int((r["memory"].get("kv_cache") or {}).get("state_bytes") or 0)
 

@@ -632,6 +632,10 @@ def test_kv_cache_headline_shows_constant_state():
     assert state_bytes == 2 * 4 * 256 * (16 + 1) * 4
     value = _metric(at, "KV cache / token")
     assert value.startswith("0 B") and "state" in value and "136" in value  # 139,264 B = 136 KiB
+    _page(at, "compare")
+    table = at.dataframe[0].value.data if hasattr(at.dataframe[0].value, "data") else at.dataframe[0].value
+    row = table[table["metric"] == "decoding state (constant)"].iloc[0]
+    assert "136" in row["A"]
 
 
 # ---- undo / redo and the address ------------------------------------------------------------

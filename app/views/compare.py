@@ -103,6 +103,7 @@ with state.shown_errors("the comparison"):
         ("forward FLOPs causal-aware", ra["flops"]["forward_causal"], rb["flops"]["forward_causal"], ui.fmt_count),
         ("training FLOPs", ra["flops"]["training"], rb["flops"]["training"], ui.fmt_count),
         ("KV cache / token", ra["memory"]["kv_cache_bytes_per_token"], rb["memory"]["kv_cache_bytes_per_token"], ui.fmt_bytes),
+        ("decoding state (constant)", ui.state_bytes(ra), ui.state_bytes(rb), ui.fmt_bytes),
         ("weights (bf16)", ra["memory"]["weights_bytes"], rb["memory"]["weights_bytes"], ui.fmt_bytes),
         ("training memory (Adam)", ra["memory"]["training"]["total_bytes"], rb["memory"]["training"]["total_bytes"], ui.fmt_bytes),
     ]
