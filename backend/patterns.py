@@ -14,8 +14,9 @@ A design uses one by name::
 
 ``params`` may replace the base kinds and pin a revision (default: the latest).
 ``backend.plan`` asks :func:`library_pattern` for a name it does not know
-(``plan.PATTERN_LOOKUPS``); a name the library does not hold either is the
-plan's "unknown pattern" error. Exports inline the definition
+(this module adds it to ``plan.PATTERN_LOOKUPS``; ``backend/__init__`` imports
+this module, so any use of the package has it); a name the library does not
+hold either is the plan's "unknown pattern" error. Exports inline the definition
 (:func:`inline_library_patterns`), so an exported file stands alone.
 
 Rules are applied with the plan's semantics (a later rule overrides only the
@@ -33,6 +34,7 @@ import sys
 from typing import Any, Optional
 
 from .errors import DesignError, short_repr
+from .plan import PATTERN_LOOKUPS
 from .spec import Design, Rule, load_design
 
 PREFIX = "pattern:"
@@ -211,6 +213,9 @@ def inline_library_patterns(design: Design | dict | str) -> Design:
         s["rules"] = list(recipe["rules"]) + list(s.get("rules") or [])
         changed = True
     return load_design(d) if changed else design
+
+
+PATTERN_LOOKUPS.append(library_pattern)
 
 
 # ---- CLI: python -m backend patterns list|save|show|delete ------------------------------

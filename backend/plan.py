@@ -115,16 +115,9 @@ class PatternInfo:
 PATTERNS: dict[str, PatternInfo] = {}
 
 
-def _library_pattern(name: str) -> PatternInfo | None:
-    # lazy: the design library (SQLAlchemy) loads only for a name no process registered
-    from .patterns import library_pattern
-
-    return library_pattern(name)
-
-
-# Where a name missing from PATTERNS is looked up, in order (name -> PatternInfo or None):
-# custom patterns stored in the design library (backend.patterns).
-PATTERN_LOOKUPS: list[Callable[[str], "PatternInfo | None"]] = [_library_pattern]
+# Where a name missing from PATTERNS is looked up, in order (name -> PatternInfo or None).
+# backend.patterns adds the design library's custom patterns when the package is imported.
+PATTERN_LOOKUPS: list[Callable[[str], "PatternInfo | None"]] = []
 
 
 def find_pattern(name: str) -> PatternInfo | None:
