@@ -23,10 +23,28 @@ import streamlit as st  # noqa: E402
 
 st.set_page_config(page_title="Transformer designer", page_icon=":material/view_column:", layout="wide")
 
-if (APP_DIR / "auth.py").is_file():
-    from auth import require_password  # noqa: E402
+# Navigation first, the password gate second: the page a deep link (/export) asks for
+# is resolved before the gate stops the run, so it is still the current page when the
+# unlocked session reruns (a gate before st.navigation lands on the default page).
+PAGES = APP_DIR / "views"
+pages = [
+    st.Page(str(PAGES / "designer.py"), title="Designer", icon=":material/grid_view:", default=True, url_path="designer"),
+    st.Page(str(PAGES / "analysis.py"), title="Analysis", icon=":material/bar_chart:", url_path="analysis"),
+    st.Page(str(PAGES / "diagram.py"), title="Diagram", icon=":material/account_tree:", url_path="diagram"),
+    st.Page(str(PAGES / "training.py"), title="Training plan", icon=":material/memory:", url_path="training"),
+    st.Page(str(PAGES / "smoke.py"), title="Smoke test", icon=":material/local_fire_department:", url_path="smoke"),
+    st.Page(str(PAGES / "export.py"), title="Export / Import", icon=":material/import_export:", url_path="export"),
+    st.Page(str(PAGES / "compare.py"), title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+    st.Page(str(PAGES / "library.py"), title="Library", icon=":material/library_books:", url_path="library"),
+]
 
+if (APP_DIR / "auth.py").is_file():
+    from auth import is_unlocked, require_password  # noqa: E402
+
+    nav = st.navigation(pages, position="sidebar" if is_unlocked() else "hidden")
     require_password()
+else:
+    nav = st.navigation(pages)
 
 import state  # noqa: E402
 import ui  # noqa: E402
@@ -86,22 +104,8 @@ _load_share_link()
 state.sync()
 state.sync_url()
 
-# Our pages live in app/views/: Streamlit treats a folder named `pages/` next to the entry point as
-# v1 auto-pages and, on a fresh server, runs a deep link (/analysis) from it without this script.
-PAGES = APP_DIR / "views"
-pages = [
-    st.Page(str(PAGES / "designer.py"), title="Designer", icon=":material/grid_view:", default=True, url_path="designer"),
-    st.Page(str(PAGES / "analysis.py"), title="Analysis", icon=":material/bar_chart:", url_path="analysis"),
-    st.Page(str(PAGES / "diagram.py"), title="Diagram", icon=":material/account_tree:", url_path="diagram"),
-    st.Page(str(PAGES / "training.py"), title="Training plan", icon=":material/memory:", url_path="training"),
-    st.Page(str(PAGES / "smoke.py"), title="Smoke test", icon=":material/local_fire_department:", url_path="smoke"),
-    st.Page(str(PAGES / "export.py"), title="Export / Import", icon=":material/import_export:", url_path="export"),
-    st.Page(str(PAGES / "compare.py"), title="Compare", icon=":material/compare_arrows:", url_path="compare"),
-    st.Page(str(PAGES / "library.py"), title="Library", icon=":material/library_books:", url_path="library"),
-]
-
-nav = st.navigation(pages)
-
+# Our pages live in app/views/ (above): Streamlit treats a folder named `pages/` next to the entry
+# point as v1 auto-pages and, on a fresh server, runs a deep link (/analysis) from it without this script.
 
 
 def _sidebar() -> None:

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from .errors import DesignError
+from .errors import DesignError, short_repr
 
 DTYPES = ("fp32", "bf16", "fp16", "int8")
 
@@ -26,10 +26,10 @@ class _Parser(argparse.ArgumentParser):
 def _positive(text: str) -> int:
     try:
         value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    except ValueError:  # also Python's 4,300-digit limit on int()
+        raise argparse.ArgumentTypeError(f"must be an integer, got {short_repr(text)}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {short_repr(value)}")
     return value
 
 
@@ -117,11 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--json", action="store_true")
     x = lib.add_parser("show", help="print a revision as YAML")
     x.add_argument("name")
-    x.add_argument("--revision", type=int, default=None)
+    x.add_argument("--revision", type=_positive, default=None)
     x = lib.add_parser("diff", help="diff two revisions (plan and numbers)")
     x.add_argument("name")
-    x.add_argument("rev_a", type=int)
-    x.add_argument("rev_b", type=int)
+    x.add_argument("rev_a", type=_positive)
+    x.add_argument("rev_b", type=_positive)
     x.add_argument("--json", action="store_true")
     x = lib.add_parser("delete", help="delete a design and all its revisions")
     x.add_argument("name")

@@ -410,7 +410,7 @@ def _parse_condition(key: Any, path: str) -> dict[str, Any]:
             return {"layer_idx": [int(head)]}
     except ValueError:
         pass
-    raise DesignError(path, f"unknown condition {key!r} (use an index, 'first', 'last', 'middle', 'every:N[:OFFSET]', "
+    raise DesignError(path, f"unknown condition {short_repr(key)} (use an index, 'first', 'last', 'middle', 'every:N[:OFFSET]', "
                             "'range:A:B' or 'fraction:A:B')")
 
 
@@ -454,8 +454,8 @@ class LayerPattern:
         if base_mlp is not None:
             normalize_mlp(base_mlp, "base_mlp")
         for key, value in items:
-            _parse_condition(key, f"overrides[{key!r}]")
-            _spec_from_value(value, True, f"overrides[{key!r}]", require_attention=False)
+            _parse_condition(key, f"overrides[{short_repr(key)}]")
+            _spec_from_value(value, True, f"overrides[{short_repr(key)}]", require_attention=False)
 
     def __repr__(self) -> str:
         return f"LayerPattern({self.name!r}, base_attention={self.base_attention!r}, base_mlp={self.base_mlp!r}, overrides={len(self.overrides)})"
@@ -472,7 +472,7 @@ class LayerPattern:
         base_mlp, base_mp = normalize_mlp(self.base_mlp, "base_mlp") if self.base_mlp is not None else (None, {})
         layers = [LayerSpec(base.attention, base_mlp, None, _merge_params(base.params, {"mlp": base_mp}), i) for i in range(n)]
         for key, value in self.overrides:
-            path = f"overrides[{key!r}]"
+            path = f"overrides[{short_repr(key)}]"
             cond = _parse_condition(key, path)
             if "layer_idx" in cond:
                 cond["layer_idx"] = [i + n if i < 0 else i for i in cond["layer_idx"]]
@@ -1067,13 +1067,11 @@ def _parse_legacy_string(text: Any, causal: bool, path: str = "string") -> list[
     for pos, raw in enumerate(text.split(",")):
         m = _plan._TOKEN.match(raw)
         if not m:
-            raise DesignError(path, f"item {pos + 1} {raw.strip()!r} is not NAME, NAME*COUNT or NAME:MLP*COUNT")
+            raise DesignError(path, f"item {pos + 1} {short_repr(raw.strip())} is not NAME, NAME*COUNT or NAME:MLP*COUNT")
         name, mlp_name, count = m.group(1), m.group(2), m.group(3)
         att, ap = normalize_attention(name, causal, f"{path} item {pos + 1}")
         mlp, mp = normalize_mlp(mlp_name, f"{path} item {pos + 1}") if mlp_name else (None, {})
-        c = int(count) if count is not None else 1
-        if c < 1:
-            raise DesignError(path, f"item {pos + 1}: count must be >= 1, got {c}")
+        c = _plan.string_count(count, pos, path, 4096)
         if len(out) + c > 4096:
             raise DesignError(path, "expands to more than 4096 layers")
         out.extend([LayerSpec(att, mlp, None, _merge_params({"attention": ap, "mlp": mp}))] * c)

@@ -250,6 +250,21 @@ def _attention_name(token: str) -> str | None:
     return low if low in ATTENTION else None
 
 
+MAX_STRING_COUNT = 1_000_000  # layers one string item may expand to
+
+
+def string_count(count: str | None, pos: int, path: str, limit: int = MAX_STRING_COUNT) -> int:
+    """The ``*COUNT`` of string item ``pos`` (1 when absent), checked on its digits before ``int()``."""
+    if count is None:
+        return 1
+    if len(count.lstrip("0")) > len(str(limit)) or int(count) > limit:
+        raise DesignError(path, f"item {pos + 1}: count {short_repr(count, 20)} is too large (at most {limit:,})")
+    c = int(count)
+    if c < 1:
+        raise DesignError(path, f"item {pos + 1}: count must be >= 1, got {c}")
+    return c
+
+
 def parse_string(text: str, n_layers: int, path: str = "string") -> list[tuple[str, str | None]]:
     """Expand the string notation to ``n_layers`` (attention, mlp-or-None) pairs."""
     if not text.strip():
@@ -258,19 +273,17 @@ def parse_string(text: str, n_layers: int, path: str = "string") -> list[tuple[s
     for pos, raw in enumerate(text.split(",")):
         m = _TOKEN.match(raw)
         if not m:
-            raise DesignError(path, f"item {pos + 1} {raw.strip()!r} is not NAME, NAME*COUNT or NAME:MLP*COUNT")
+            raise DesignError(path, f"item {pos + 1} {short_repr(raw.strip())} is not NAME, NAME*COUNT or NAME:MLP*COUNT")
         name, mlp, count = m.group(1), m.group(2), m.group(3)
         att = _attention_name(name)
         if att is None:
             known = ", ".join(sorted([k.upper() for k in ATTENTION] + list(ATTENTION_ALIASES)))
-            raise DesignError(path, f"item {pos + 1}: unknown attention {name!r} (known: {known})")
+            raise DesignError(path, f"item {pos + 1}: unknown attention {short_repr(name)} (known: {known})")
         if mlp is not None and mlp.lower() not in MLP:
-            raise DesignError(path, f"item {pos + 1}: unknown MLP {mlp!r} (known: {', '.join(k.upper() for k in MLP)})")
-        c = int(count) if count is not None else 1
-        if c < 1:
-            raise DesignError(path, f"item {pos + 1}: count must be >= 1, got {c}")
-        if len(items) + c > 1_000_000:
-            raise DesignError(path, "expands to more than 1,000,000 layers")
+            raise DesignError(path, f"item {pos + 1}: unknown MLP {short_repr(mlp)} (known: {', '.join(k.upper() for k in MLP)})")
+        c = string_count(count, pos, path)
+        if len(items) + c > MAX_STRING_COUNT:
+            raise DesignError(path, f"expands to more than {MAX_STRING_COUNT:,} layers")
         items.extend([(att, mlp.lower() if mlp else None)] * c)
     total = len(items)
     if n_layers % total != 0:
@@ -369,11 +382,11 @@ def _apply_pattern(slots: list[_Slot], name: str, stack: Stack, causal: bool) ->
     ppath = [name, "pattern"] + ([] if isinstance(stack.pattern, str) else ["name"])
     info = find_pattern(pname)
     if info is None:
-        raise DesignError.at(ppath, f"unknown pattern {pname!r} (known: {', '.join(PATTERNS)}; library patterns: "
+        raise DesignError.at(ppath, f"unknown pattern {short_repr(pname)} (known: {', '.join(PATTERNS)}; library patterns: "
                                     "`python -m backend patterns list`)")
     for key in pparams:
         if key not in info.params:
-            raise DesignError.at([name, "pattern", "params", key], f"unknown parameter for pattern {pname!r} (known: {', '.join(info.params) or 'none'})")
+            raise DesignError.at([name, "pattern", "params", key], f"unknown parameter for pattern {short_repr(pname)} (known: {', '.join(info.params) or 'none'})")
     try:
         assigned = info.fn(n, stack, pparams, causal=causal) if info.causal_aware else info.fn(n, stack, pparams)
     except DesignError as exc:
@@ -498,6 +511,21 @@ def _check_layer(design: Design, infos: dict[str, KindInfo], config: dict[str, d
             raise DesignError.at(where, f"layer {i} of {name}: {exc.message}") from None
 
 
+def _causal_notes(name: str, unique: list[ResolvedLayer], causal: bool, warnings: list[str]) -> None:
+    """Each kind's own warning for a layer that runs in a causal stack but is not causal by construction."""
+    if not causal:
+        return
+    notes: dict[str, list[int]] = {}
+    for layer in unique:
+        for cat in CATEGORIES:
+            note = kind(cat, getattr(layer, cat)).causal_warning(layer.config[cat])
+            if note:
+                notes.setdefault(note, []).append(layer.unique_index)
+    for note, idx in notes.items():
+        shown = ", ".join(map(str, idx[:8])) + (f", ... ({len(idx)} layers)" if len(idx) > 8 else "")
+        warnings.append(f"{name}: layer{'s' if len(idx) > 1 else ''} {shown}: {note}")
+
+
 def _check_default_keys(name: str, stack: Stack, unique: list[ResolvedLayer], used: dict[str, set[str]]) -> None:
     """Every stack-level default param must reach at least one layer whose kind takes it."""
     for cat in CATEGORIES + ("cross",):
@@ -524,6 +552,7 @@ def _resolve_stack(design: Design, name: str, stack: Stack, warnings: list[str])
     used: dict[str, set[str]] = {c: set() for c in CATEGORIES + ("cross",)}
     unique = [_finalise_layer(design, name, stack, slot, i, causal, has_cross, used) for i, slot in enumerate(slots)]
     _check_default_keys(name, stack, unique, used)
+    _causal_notes(name, unique, causal, warnings)
     executed = tuple(
         ResolvedLayer(name, j, u, unique[u].attention, unique[u].mlp, unique[u].norm, causal, has_cross, unique[u].params, unique[u].config)
         for j, u in enumerate(_repeat_map(stack))

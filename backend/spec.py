@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .document import MAX_FILE_BYTES, MAX_NODES, parse_document, read_document  # noqa: F401 (re-exported)
 from .errors import DesignError, format_path, short_repr
 from .presets import find_preset, list_presets
 from .registry import ACTIVATIONS, ATTENTION, MLP, NORM, POSITIONAL, kind, role
@@ -32,7 +32,6 @@ MAX_HEADS = 1024
 MAX_VOCAB = 4_194_304
 MAX_SEQ = 1_048_576
 MAX_FACTOR = 1024
-MAX_FILE_BYTES = 4 * 1024 * 1024
 
 TOKEN_TASKS = ("lm", "mlm", "seq2seq")  # tasks whose head predicts tokens
 Architecture = Literal["encoder", "decoder", "encoder_decoder"]
@@ -388,7 +387,7 @@ def _known_keys() -> set[str]:
 def _unknown_key_message(key: Any) -> str:
     import difflib
 
-    close = difflib.get_close_matches(str(key), sorted(_known_keys()), n=1, cutoff=0.75)
+    close = difflib.get_close_matches(str(key)[:64], sorted(_known_keys()), n=1, cutoff=0.75)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return f"unknown key ({hint}check the spelling; see `python -m backend schema`)"
 
@@ -435,94 +434,6 @@ def design_from_dict(data: Any) -> Design:
 def parse_design_text(text: str | bytes, fmt: str | None = None, source: str = "<text>") -> Design:
     """Parse YAML or JSON text. ``fmt`` is 'yaml', 'json' or None (sniffed)."""
     return design_from_dict(parse_document(text, fmt, source))
-
-
-class _SafeLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``1e-5`` as a float (YAML 1.2).
-
-    PyYAML follows YAML 1.1, where an exponent needs a dot (``1.0e-5``), so the
-    common ``norm_eps: 1e-5`` would otherwise load as a string.
-    """
-
-
-_SafeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def parse_document(text: str | bytes, fmt: str | None = None, source: str = "<text>") -> Any:
-    """YAML (safe_load) or JSON text -> plain data, with the size/binary/empty checks."""
-    if isinstance(text, bytes):
-        if len(text) > MAX_FILE_BYTES:
-            raise DesignError(source, f"is {len(text)} bytes; designs are limited to {MAX_FILE_BYTES}")
-        if b"\x00" in text:
-            raise DesignError(source, "is a binary file, not YAML or JSON")
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DesignError(source, f"is not UTF-8 text (byte {exc.start})") from None
-    if len(text) > MAX_FILE_BYTES:
-        raise DesignError(source, f"is {len(text)} characters; designs are limited to {MAX_FILE_BYTES}")
-    if "\x00" in text:
-        raise DesignError(source, "is a binary file, not YAML or JSON")
-    if not text.strip():
-        raise DesignError(source, "is empty; a design needs at least `layers: {n_layers: N}`")
-    if fmt is None:
-        fmt = "json" if text.lstrip()[:1] in "{[" else "yaml"
-    try:
-        if fmt == "json":
-            data = json.loads(text)
-        else:
-            data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
-    except json.JSONDecodeError as exc:
-        raise DesignError(source, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        if "python/" in str(exc) or "!!python" in text:
-            problem = "Python object tags are not allowed (the file is loaded with safe_load)"
-        raise DesignError(source, f"invalid YAML{where}: {problem}") from None
-    except RecursionError:
-        raise DesignError(source, "is nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer literal over Python's 4300-digit limit
-        raise DesignError(source, f"invalid {fmt.upper()}: {str(exc).splitlines()[0][:120]}") from None
-    _check_size(data, source)
-    return data
-
-
-MAX_NODES = 200_000  # values in a loaded document; YAML aliases can expand a small file enormously
-
-
-def _check_size(data: Any, source: str) -> None:
-    """Reject documents with too many values (alias bombs) or too deep nesting, iteratively."""
-    count, stack = 0, [(data, 0)]
-    while stack:
-        node, depth = stack.pop()
-        count += 1
-        if count > MAX_NODES:
-            raise DesignError(source, f"has more than {MAX_NODES} values (YAML aliases expanding?); designs are far smaller")
-        if depth > 64:
-            raise DesignError(source, "is nested too deeply")
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-            count += len(node)
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
-
-
-def read_document(path: Union[str, Path]) -> Any:
-    """A YAML/JSON file -> plain data (format from the suffix, else sniffed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DesignError(str(path), "no such file")
-    fmt = "json" if path.suffix.lower() == ".json" else "yaml" if path.suffix.lower() in (".yaml", ".yml") else None
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise DesignError(str(path), f"is {size} bytes; designs are limited to {MAX_FILE_BYTES}")
-    return parse_document(path.read_bytes(), fmt, source=str(path))
 
 
 def load_preset(name: str) -> Design:

@@ -24,9 +24,13 @@ if not Path(CHROMIUM).exists():
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
 
 
+def _streamlit(password: str = ""):
+    return streamlit_server({"BACKEND_APP_PASSWORD": password})
+
+
 @pytest.fixture(scope="module")
 def server():
-    with streamlit_server() as url:
+    with _streamlit() as url:
         yield url
 
 
@@ -143,6 +147,29 @@ def test_paint_edit_download(server, browser, tmp_path):
     page.close()
 
 
+def test_password_deep_link_and_reload(browser):
+    """Issue 14, finding 10: after the password a deep link lands on its page, and a reload does not ask again."""
+    with _streamlit(password="team-pw") as url:
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(f"{url}/export")
+        page.get_by_label("Team password").fill("team-pw")
+        page.get_by_role("button", name="Unlock").click()
+        page.get_by_role("heading", name="Export / Import").wait_for()
+        _wait_idle(page)
+        assert page.url.split("?")[0].rstrip("/").endswith("/export")  # the query carries the design (?d=)
+        assert any(c["name"] == "designer_auth" for c in context.cookies())
+        page.reload()
+        page.get_by_role("heading", name="Export / Import").wait_for()
+        _wait_idle(page)
+        assert page.get_by_label("Team password").count() == 0
+        fresh = browser.new_context().new_page()  # another browser: still locked
+        fresh.goto(f"{url}/export")
+        fresh.get_by_label("Team password").wait_for(timeout=30_000)
+        context.close()
+
+
 def test_reload_keeps_the_design_and_user_text_stays_text(server, browser):
     """Issue 15 #2 / issue 14 #5: an edited design survives F5 (the address carries it); a hostile name
     and an error echoing ``SDPA*x`` are shown as the characters typed, and no image is fetched."""
@@ -170,7 +197,8 @@ def test_reload_keeps_the_design_and_user_text_stays_text(server, browser):
     # issue 15 #9: a second click on the active editor tab keeps it open (and warns about nothing)
     page.locator("button").filter(has_text="Pattern / string").first.click()
     _wait_idle(page)
-    assert page.get_by_text("Describe the layers by").count() == 1
+    page.get_by_text("Describe the layers by").wait_for(timeout=15_000)  # still (or again, after the rerun) open
+    assert page.locator('[data-testid="stDataFrame"]').count() == 0  # not the layer table
     assert page.locator('[data-testid="stAlert"]').filter(has_text="default value").count() == 0
     page.get_by_text("String notation", exact=True).first.click()
     _wait_idle(page)

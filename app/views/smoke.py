@@ -1,10 +1,14 @@
 """Smoke test: real weights, forward + backward, shape / finiteness / gradient / causality / KV-cache checks.
 
 The backend estimates memory before allocating anything and refuses an
-oversize design (SmokeRefused) with a width-scaled alternative, so a smoke
-test cannot take the server down.
+oversize design (SmokeRefused) with a width-scaled alternative; runs wait in a
+server-wide queue (at most ``BACKEND_SMOKE_CONCURRENCY`` at once), each in its
+own child process (its own memory, killed when the session ends), so smoke
+tests cannot take the server down.
 """
 from __future__ import annotations
+
+import json
 
 import pandas as pd
 import streamlit as st
@@ -24,43 +28,68 @@ st.write("Builds the model with real weights (batch 2, up to 32 tokens, float32 
          "KV-cached decoding matches the full forward pass.")
 
 
-def run_smoke(scaled: bool) -> None:
-    from backend.analysis.smoke import SmokeRefused, smoke_test
+@st.cache_resource
+def smoke_queue():
+    """The one queue of this server (shared by every session: it holds no user data)."""
+    from backend.analysis.smoke_service import SmokeQueue
 
+    return SmokeQueue()
+
+
+def run_smoke(scaled: bool) -> None:
+    from backend.analysis.smoke_service import run_budget_bytes, run_smoke_process
+
+    queue = smoke_queue()
     label = "Smoke test (width-scaled copy)" if scaled else "Smoke test"
-    with st.status(f"{label}: starting...", expanded=True) as status:
+    with st.status(f"{label}: waiting for a free slot...", expanded=True) as status:
         bar = st.progress(0.0)
         lines = st.empty()
         log: list[str] = []
 
+        def waiting(ahead: int) -> None:  # Streamlit raises here when the session ends: we leave the queue
+            status.update(label=f"{label}: queued, {ahead} run{'s' if ahead != 1 else ''} ahead "
+                                f"(at most {queue.max_running} at once on this server)")
+
+        done = {"fraction": 0.0, "message": "starting"}
+
         def progress(step: str, fraction: float, message: str) -> None:
-            bar.progress(min(max(float(fraction), 0.0), 1.0), text=message)
-            log.append(f"- {message}")
-            lines.markdown("\n".join(log[-8:]))
+            done.update(fraction=min(max(float(fraction), 0.0), 1.0), message=message)
+            bar.progress(done["fraction"], text=message)
+            log.append(message)
+            lines.text("\n".join(log[-8:]))
             status.update(label=f"{label}: {message}")
 
+        def tick() -> None:  # an st call: where Streamlit stops this run (and so kills the child) when the session ends
+            bar.progress(done["fraction"], text=done["message"])
+
         try:
-            result = smoke_test(design, scaled=scaled, progress=progress)
-        except SmokeRefused as exc:
-            status.update(label="Refused: the real model would not fit in memory", state="error")
-            st.session_state[state.SMOKE_REFUSAL_KEY] = (djson, {
-                "message": str(exc), "estimate_bytes": exc.estimate_bytes, "budget_bytes": exc.budget_bytes,
-                "scaled_design": exc.scaled_design, "scaled_estimate_bytes": exc.scaled_estimate_bytes})
-            st.session_state[state.SMOKE_RESULT_KEY] = None
-            return
+            with queue.slot(waiting):
+                status.update(label=f"{label}: starting...")
+                outcome = run_smoke_process(json.loads(djson), scaled=scaled, budget_bytes=run_budget_bytes(queue.max_running),
+                                            progress=progress, tick=tick)
         except DesignError as exc:
             status.update(label="The design cannot be smoke-tested", state="error")
             st.error(str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - never a traceback in the page
+            # (Streamlit's stop / rerun are BaseExceptions: they pass, and the finally blocks kill the child)
             state.log.exception("smoke test crashed")
             status.update(label="The smoke test crashed", state="error")
             st.error(f"The smoke test crashed ({type(exc).__name__}); details are in the server log.")
             return
+        if "refused" in outcome:
+            info = outcome["refused"]
+            status.update(label="Refused: the real model would not fit in memory", state="error")
+            st.session_state[state.SMOKE_REFUSAL_KEY] = (djson, {
+                "message": info["message"], "estimate_bytes": info["estimate_bytes"], "budget_bytes": info["budget_bytes"],
+                "scaled_design": info.get("scaled_design"), "scaled_estimate_bytes": info.get("scaled_estimate_bytes")})
+            st.session_state[state.SMOKE_RESULT_KEY] = None
+            return
+        result = outcome["result"]
         st.session_state[state.SMOKE_REFUSAL_KEY] = None
-        st.session_state[state.SMOKE_RESULT_KEY] = (djson, result.to_dict())
-        status.update(label=f"{label}: {'passed' if result.passed else 'FAILED'} in {result.seconds:.2f} s",
-                      state="complete" if result.passed else "error", expanded=False)
+        st.session_state[state.SMOKE_RESULT_KEY] = (djson, result)
+        status.update(label=f"{label}: {'passed' if result['passed'] else 'FAILED'} in {result['seconds']:.2f} s",
+                      state="complete" if result["passed"] else "error", expanded=False)
 
 
 c1, c2 = st.columns([1, 3])
@@ -94,7 +123,7 @@ if res and res[0] == djson:
     else:
         failed = ", ".join(c["name"] for c in r["checks"] if not c["passed"])
         st.error(f"**Failed**: {failed}")
-    df = pd.DataFrame([{"check": c["name"], "result": "✓ pass" if c["passed"] else "✗ FAIL",
+    df = pd.DataFrame([{"check": c["name"], "result": "– n/a" if not c.get("applicable", True) else "✓ pass" if c["passed"] else "✗ FAIL",
                         "ms": round(c["seconds"] * 1000, 1), "detail": c["detail"]} for c in r["checks"]])
     st.dataframe(df, hide_index=True, width="stretch",
                  column_config={"ms": st.column_config.ProgressColumn("time (ms)", format="%.1f", min_value=0,

@@ -37,6 +37,10 @@ def block_params(blk: Any) -> dict[str, int]:
     return out
 
 
+def _layer_params(mkey: str, lkey: str, causal: bool, cross: bool) -> dict[str, int]:
+    return block_params(parts.block(mkey, lkey, causal, cross))
+
+
 def param_stats(plan: Plan) -> dict[str, Any]:
     cfg = parts.config_of(plan)
     skel = parts.skeleton(cfg)
@@ -52,8 +56,10 @@ def param_stats(plan: Plan) -> dict[str, Any]:
     per_executed: list[dict[str, int]] = []
     per_unique: dict[str, list[dict[str, int]]] = {}
     for name, sp in plan.stacks.items():
-        blocks = parts.stack_blocks(cfg, name)
-        stats = [block_params(b) for b in blocks]
+        st = cfg["stacks"][name]
+        mkey = parts.model_key(cfg)
+        stats = [parts.per_layer(_layer_params, mkey, parts.layer_key(layer), bool(st["causal"]), bool(st.get("cross")))
+                 for layer in st["layers"]]
         per_unique[name] = stats
         for s in stats:
             for k in ("attention", "mlp", "norm", "other"):

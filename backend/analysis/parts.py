@@ -108,6 +108,47 @@ def stack_blocks(cfg: dict[str, Any], name: str) -> list[torch.nn.Module]:
     return [block(mkey, layer_key(layer), bool(st["causal"]), bool(st.get("cross"))) for layer in st["layers"]]
 
 
+def affine_probe(lkey: str) -> tuple[str, str, int] | None:
+    """``(key at probe, key at probe + 1, steps)`` when the layer's MLP declares its counts affine in a
+    parameter (``MlpKind.affine_probe``): measure at the two probes, extrapolate ``steps`` further."""
+    from ..registry import MLP
+
+    layer = json.loads(lkey)
+    info = MLP.get(layer.get("mlp"))
+    cfg = layer.get("config", {}).get("mlp", {})
+    probe = info.affine_probe(cfg) if info is not None else None
+    if probe is None:
+        return None
+    key, value, at = probe
+
+    def with_value(v: int) -> str:
+        out = copy.deepcopy(layer)
+        out["config"]["mlp"][key] = v
+        return layer_key(out)
+
+    return with_value(at), with_value(at + 1), value - at
+
+
+def extrapolate(a: Any, b: Any, steps: int) -> Any:
+    """``a + steps * (b - a)`` leaf by leaf over nested dicts / lists of numbers (ints stay ints)."""
+    if isinstance(a, dict):
+        return {k: extrapolate(a[k], b[k], steps) for k in a}
+    if isinstance(a, (list, tuple)):
+        return type(a)(extrapolate(x, y, steps) for x, y in zip(a, b))
+    if isinstance(a, bool) or not isinstance(a, (int, float)):
+        return a
+    return a + steps * (b - a)
+
+
+def per_layer(fn: Any, mkey: str, lkey: str, *args: Any) -> Any:
+    """``fn(mkey, lkey, *args)`` (a per-distinct-layer measurement), extrapolated when the layer is affine."""
+    probe = affine_probe(lkey)
+    if probe is None:
+        return fn(mkey, lkey, *args)
+    k1, k2, steps = probe
+    return extrapolate(fn(mkey, k1, *args), fn(mkey, k2, *args), steps)
+
+
 def unique_numel(modules: Any) -> int:
     """Parameters of one or several modules, each tensor once (shared / tied by identity)."""
     if isinstance(modules, torch.nn.Module):

@@ -4,7 +4,8 @@
   (``BACKEND_EXPORTS_DIR`` overrides it, e.g. a volume in Docker).
 * File names come from the design name, slugified to ``[a-z0-9_-]`` (no path
   separators, no leading dot, never empty), so a name can never point
-  outside the folder or create a hidden file.
+  outside the folder or create a hidden file; a Python file never takes the
+  name of a module it could shadow (``torch`` -> ``torch_design.py``).
 * Writes are atomic: a temporary file in the target folder, fsync, then a
   rename. A reader never sees half a file, and an existing file is never
   replaced unless ``force`` is given.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tempfile
 import unicodedata
 from pathlib import Path
@@ -43,10 +45,25 @@ def slugify(name: str, *, sep: str = "-") -> str:
     return text
 
 
+# A file `typing.py` or `torch.py` next to the export shadows that module for the
+# export itself (`python torch.py` imports itself as torch) and for every script run
+# from that folder. The standard library, torch with what it imports, and the
+# packages an ML engineer runs beside it (a fixed list: file names must not depend
+# on what this machine has installed).
+_SHADOWED = frozenset(sys.stdlib_module_names) | {
+    "torch", "torchvision", "torchaudio", "torchgen", "functorch", "triton", "numpy", "scipy", "sympy", "mpmath",
+    "networkx", "jinja2", "markupsafe", "filelock", "fsspec", "typing_extensions", "setuptools", "pkg_resources",
+    "pip", "wheel", "yaml", "pydantic", "pandas", "matplotlib", "sklearn", "transformers", "tokenizers",
+    "safetensors", "huggingface_hub", "datasets", "accelerate", "einops", "tqdm", "requests", "packaging",
+    "pytest", "hypothesis", "streamlit", "backend", "app", "tests", "sitecustomize", "usercustomize",
+}
+
+
 def module_name(name: str) -> str:
-    """A slug that is also an importable Python module name (``hybrid_demo``)."""
+    """A slug that is also an importable Python module name (``hybrid_demo``) and shadows no module (``torch_design``)."""
     slug = slugify(name, sep="_")
-    return slug if slug[0].isalpha() else f"model_{slug}"
+    slug = slug if slug[0].isalpha() else f"model_{slug}"
+    return f"{slug}_design" if slug in _SHADOWED else slug
 
 
 def default_filename(name: str, fmt: str, resolved: bool = False) -> str:

@@ -182,6 +182,11 @@ class KindInfo:
         refused here, so that a design the validator accepts also builds.
         """
 
+    def causal_warning(self, cfg: dict[str, Any]) -> str | None:
+        """A warning when a layer with these params sits in a causal stack and runs, but is not causal
+        by construction (validation shows it; the smoke test marks causality / cache checks n/a)."""
+        return None
+
     def _missing(self, hook: str) -> NotImplementedError:
         return NotImplementedError(f"{self.category} kind {self.name!r} does not declare {hook}() (docs/KINDS.md)")
 
@@ -239,6 +244,13 @@ class MlpKind(KindInfo):
     def sub_kinds(self, cfg: dict[str, Any]) -> tuple[str, ...]:
         """Other MLP kinds this one builds (a MoE's expert kind), so their modules are imported."""
         return ()
+
+    def affine_probe(self, cfg: dict[str, Any]) -> tuple[str, int, int] | None:
+        """``(param, value, probe)`` when every count of this layer (parameters, FLOPs, saved bytes) is
+        affine in ``param``: the analysis then measures the module at ``probe`` and ``probe + 1`` and
+        extrapolates to ``value`` exactly, so its cost does not grow with ``value`` (a MoE's experts).
+        None: measure the module as configured."""
+        return None
 
 
 @dataclass(frozen=True)

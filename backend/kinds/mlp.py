@@ -61,6 +61,26 @@ class MoeKind(MlpKind):
     def sub_kinds(self, cfg: dict[str, Any]) -> tuple[str, ...]:
         return (self._expert(cfg).name,)
 
+    def affine_probe(self, cfg: dict[str, Any]) -> tuple[str, int, int] | None:
+        # router D*E, E experts, the router's logits over E: affine in E; routed work (top_k experts a
+        # token) is not. A capacity below the balanced share drops tokens, which is not affine: measure.
+        e, k, _ = self._counts(cfg)
+        factor = cfg.get("capacity_factor", 0.0)
+        if e <= k + 8 or cfg.get("capacity", 0) or 0 < factor < 1:
+            return None
+        return "num_experts", e, k
+
+    def causal_warning(self, cfg: dict[str, Any]) -> str | None:
+        # Capacity slots are served in token order over the batch (backend/nn/moe.py), so a later
+        # token can take an earlier token's expert: not causal, and cached decoding (one token
+        # routed alone) differs from a full forward.
+        limit = (f"capacity_factor {cfg['capacity_factor']:g}" if cfg.get("capacity_factor", 0.0) > 0
+                 else f"capacity {cfg['capacity']}" if cfg.get("capacity", 0) else None)
+        if limit is None:
+            return None
+        return (f"moe {limit} in a causal stack: capacity routing lets later tokens change earlier tokens' experts, "
+                "so training is not causal and cached decoding will not match a full forward (set it to 0 for a causal decoder)")
+
     def flops(self, model: Any, cfg: dict[str, Any], b: int, s: int) -> float:
         # the router on every token, then top_k routed experts and every shared expert per token
         e, k, shared = self._counts(cfg)

@@ -76,6 +76,11 @@ class SelfFlex(nn.Module):
         self.scale = 1.0 / math.sqrt(ctx.head_dim)
         add_qkvo(self, ctx)  # q_proj, k_proj, v_proj, o_proj
 
+    @property
+    def bidirectional_prefix(self) -> int:
+        """Leading positions that see each other both ways (prefix-LM); causality holds only after them."""
+        return self.prefix_len
+
     def new_cache(self, batch: int, max_len: int, *, window: int = 0) -> KVCache:
         # Prefix-LM keeps the prefix visible forever: a sliding cache would drop it.
         return KVCache(window=0 if self.prefix_len else (self.window or window))

@@ -90,6 +90,21 @@ class MoE(nn.Module):
         cap = self.capacity(n_tokens)
         return share if cap is None else min(share, cap)
 
+    @property
+    def noncausal_reason(self) -> str | None:
+        """Why a full forward of this layer is not causal, or None when it is.
+
+        Capacity slots are served in token order over the whole batch, so a
+        later token's choice can take the slot of an earlier token's choice:
+        earlier outputs depend on later tokens, and step-by-step decoding
+        (which routes each new token alone) cannot reproduce a full forward.
+        """
+        if self.capacity_factor <= 0 and self.capacity_tokens <= 0:
+            return None
+        limit = f"capacity {self.capacity_tokens}" if self.capacity_tokens > 0 else f"capacity_factor {self.capacity_factor:g}"
+        return (f"MoE capacity routing ({limit}) lets later tokens take earlier "
+                "tokens' expert slots, so a full forward is not causal and cached decoding cannot match it")
+
     def capacity(self, n_tokens: int) -> int | None:
         if self.capacity_tokens > 0:
             return self.capacity_tokens

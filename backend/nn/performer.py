@@ -101,7 +101,10 @@ class _FavorBase(nn.Module):
         if self.projection.is_meta:
             return
         new = orthogonal_gaussian(self.nb_features, self.head_dim, generator)
-        self.projection.copy_(new.to(self.projection.dtype))
+        # A new tensor, not ``copy_``: with weight sharing this module runs several
+        # times in one forward, and earlier calls saved the old projection for
+        # backward; writing into it in place would break their gradients.
+        self.projection = new.to(device=self.projection.device, dtype=self.projection.dtype)
         self.calls_since_redraw = 0
 
     def _maybe_redraw(self) -> None:

@@ -308,7 +308,7 @@ def as_built(plan: Any, seq_len: int, batch: int = 1, dtype: str = "bf16", *, qu
         fkey = json.dumps(flow, sort_keys=True)
         for layer in sp.executed:
             try:
-                r = layer_saved(mkey, keys[layer.unique_index], bool(st["causal"]), bool(st.get("cross")), fkey,
+                r = parts.per_layer(layer_saved, mkey, keys[layer.unique_index], bool(st["causal"]), bool(st.get("cross")), fkey,
                                 batch, seq_len, dtype, quadratic)
             except ValueError as exc:  # a kind refuses the shape (e.g. longer than its max_seq_len)
                 from ..errors import DesignError

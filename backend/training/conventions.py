@@ -125,12 +125,14 @@ def flops_per_token(plan: Any, report: dict[str, Any]) -> dict[str, dict[str, An
     fwd_seq += sum(3 * h * s * s for _ in softmax_layers)
     chinchilla = 3 * fwd_seq / s
 
-    # PaLM / torchtitan: 6 N + 12 L H Q T, T window-limited per layer
-    def span(blk: Any) -> int:
-        w = int(getattr(blk, "window", 0) or 0)
+    # PaLM / torchtitan: 6 N + 12 L H Q T, T window-limited per layer (the window as the kind reads it)
+    from ..registry import ATTENTION
+
+    def span(layer: Any) -> int:
+        w = ATTENTION[layer.attention].window(layer.config.get("attention", {}))
         return min(s, w) if w else s
 
-    palm = 6 * act["active_non_embedding"] + sum(12 * h * dh * span(blk) for _, blk in softmax_layers)
+    palm = 6 * act["active_non_embedding"] + sum(12 * h * dh * span(layer) for layer, _ in softmax_layers)
 
     # Megatron-LM: 6 x GEMM weights per token + causal-halved attention core 6 S H Dh per softmax layer
     gemm = sum(_numel(blk.attn) + _numel(blk.cross) + _active_mlp(blk) for blk in blocks)
