@@ -133,6 +133,24 @@ def build_parser() -> argparse.ArgumentParser:
     x = lib.add_parser("delete", help="delete a design and all its revisions")
     x.add_argument("name")
     x.add_argument("--yes", action="store_true", help="confirm")
+
+    s = sub.add_parser("patterns", help="custom layer patterns in the design library")
+    pat = s.add_subparsers(dest="patterns_command", required=True, parser_class=_Parser)
+    x = pat.add_parser("list", help="built-in and library patterns")
+    x.add_argument("--json", action="store_true")
+    x = pat.add_parser("save", help="save a stack's rules as a named pattern (a new revision)")
+    x.add_argument("design")
+    x.add_argument("--name", required=True, help="pattern name, e.g. team/hybrid-4")
+    x.add_argument("--stack", default="layers", help="layers | encoder | decoder (default: layers)")
+    x.add_argument("--author", default=os.environ.get("USER", "anonymous"))
+    x.add_argument("-m", "--message", default="")
+    x.add_argument("--description", default="")
+    x = pat.add_parser("show", help="print a pattern's definition as YAML")
+    x.add_argument("name")
+    x.add_argument("--revision", type=int, default=None)
+    x = pat.add_parser("delete", help="delete a pattern and all its revisions")
+    x.add_argument("name")
+    x.add_argument("--yes", action="store_true", help="confirm")
     return p
 
 
@@ -243,6 +261,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "library": _lazy(".library", "cli_library"),
     "from-code": _lazy(".seedcode", "cli_from_code"),
     "import-hf": _import_hf,
+    "patterns": _lazy(".patterns", "cli_patterns"),
 }
 
 
