@@ -17,6 +17,10 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterable
 
+import yaml
+
+from backend.errors import DesignError, short_repr
+
 CATEGORIES = ("attention", "mlp", "norm")
 ARCH_DEFAULT_TASK = {"decoder": "lm", "encoder": "mlm", "encoder_decoder": "seq2seq"}
 
@@ -46,18 +50,59 @@ def paint(d: dict[str, Any], stack: str, unique: Iterable[int], category: str, k
             entry.setdefault("params", {})
             entry["params"][category] = dict(params)
         return d
-    rules = s.setdefault("rules", []) or []
-    s["rules"] = rules
+    rules = list(s.get("rules") or [])
+    pruned = _pruned(rules, idx, category)
+    s["rules"] = _add_paint_rule(rules, idx, category, kind, params)
+    if pruned == rules:
+        return d
+    simpler = copy.deepcopy(d)
+    _stack(simpler, stack)["rules"] = _add_paint_rule(pruned, idx, category, kind, params)
+    return simpler if _same_plan(simpler, d) else d
+
+
+def _add_paint_rule(rules: list[dict[str, Any]], idx: list[int], category: str, kind: str,
+                    params: dict[str, Any]) -> list[dict[str, Any]]:
+    """``rules`` + a ``layer_idx`` rule, merged into the last rule when that paints the same thing."""
+    rules = copy.deepcopy(rules)
     body = {category: kind, "params": {category: params} if params else {}}
     last = rules[-1] if rules else None
     if last is not None and _is_paint_rule(last) and _body(last) == _body(body):
         last["when"]["layer_idx"] = sorted(set(last["when"]["layer_idx"]) | set(idx))
-        return d
+        return rules
     rule: dict[str, Any] = {"when": {"layer_idx": idx}, category: kind}
     if params:
         rule["params"] = {category: params}
-    rules.append(rule)
-    return d
+    return rules + [rule]
+
+
+def _pruned(rules: list[dict[str, Any]], idx: list[int], category: str) -> list[dict[str, Any]]:
+    """Earlier paint rules of the same row lose the layers painted again (they would be overridden)."""
+    out = []
+    for rule in rules:
+        if _is_paint_rule(rule) and _sets_only(rule, category):
+            left = [i for i in rule["when"]["layer_idx"] if i not in idx]
+            if not left:
+                continue
+            rule = {**rule, "when": {**rule["when"], "layer_idx": left}}
+        out.append(rule)
+    return out
+
+
+def _sets_only(rule: dict[str, Any], category: str) -> bool:
+    kinds = {c for c in CATEGORIES if rule.get(c)}
+    params = {c for c, v in (rule.get("params") or {}).items() if v}
+    return kinds <= {category} and params <= {category}
+
+
+def _same_plan(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Both designs resolve to the same layers (pruning a rule is only a simplification then)."""
+    from backend.plan import resolve_plan
+
+    try:
+        pa, pb = resolve_plan(a), resolve_plan(b)
+    except DesignError:
+        return False
+    return [x.to_dict() for x in pa.layers] == [x.to_dict() for x in pb.layers]
 
 
 def _is_paint_rule(rule: dict[str, Any]) -> bool:
@@ -96,6 +141,46 @@ def bake_explicit(d: dict[str, Any], stack: str, unique_layers: list[Any]) -> di
     s["rules"] = []
     s["explicit"] = entries
     return d
+
+
+def restructure(d: dict[str, Any], stack: str, unique_layers: list[Any], order: list[int | None]) -> tuple[dict[str, Any], str]:
+    """Rebuild ``stack`` from its resolved unique layers in a new ``order`` (moved, duplicated, deleted;
+    ``None`` inserts a layer of the stack defaults). Returns the design and a note on its form.
+
+    The compact form (defaults, pattern / string, rules) is kept when the same stack at the new
+    depth, with its rules fitted to it (:func:`fit_depth`), resolves to exactly the wanted layers
+    (deleting or adding layers at the end usually does); otherwise the stack becomes an explicit
+    per-layer list. ``unique_layers`` is ``plan.stacks[stack].unique``.
+    """
+    from backend.plan import parse_string, resolve_plan
+
+    if not order:
+        raise DesignError(f"{stack}.n_layers", "a stack needs at least one layer")
+    base = _stack(d, stack)
+    defaults = {"attention": base.get("attention"), "mlp": base.get("mlp"), "norm": base.get("norm") or d.get("norm")}
+    want = [None if i is None else unique_layers[i] for i in order]
+    baked = _stack(bake_explicit(d, stack, list(unique_layers)), stack)["explicit"]
+    default_entry = {k: v for k, v in defaults.items() if v is not None}
+    entries = [copy.deepcopy(default_entry if i is None else baked[i]) for i in order]
+
+    # the compact form, if it expresses the result
+    compact = copy.deepcopy(d)
+    _stack(compact, stack)["n_layers"] = len(order)
+    if base.get("explicit") is None:
+        items = parse_string(base["string"], base["n_layers"]) if base.get("string") else None
+        try:
+            compact, _ = fit_depth(compact, stack, items)
+            got = resolve_plan(compact).stacks[stack].unique
+            wanted = [(w.attention, w.mlp, w.norm, w.params) if w is not None else
+                      (defaults["attention"], defaults["mlp"], defaults["norm"], {}) for w in want]
+            if [(g.attention, g.mlp, g.norm, g.params) for g in got] == wanted:
+                return compact, "kept the stack's compact form"
+        except (DesignError, ValueError):
+            pass
+    out = copy.deepcopy(d)
+    s = _stack(out, stack)
+    s.update(n_layers=len(order), pattern=None, string=None, rules=[], explicit=entries)
+    return out, f"the stack is now an explicit list of {len(order)} layers (this order is not expressible by its rules)"
 
 
 def set_field(d: dict[str, Any], path: list[Any], value: Any) -> dict[str, Any]:
@@ -191,6 +276,104 @@ def move_rule(d: dict[str, Any], stack: str, i: int, delta: int) -> dict[str, An
     if 0 <= j < len(rules):
         rules[i], rules[j] = rules[j], rules[i]
     return d
+
+
+def fit_depth(d: dict[str, Any], stack: str, string_items: list[tuple[str, str | None]] | None = None
+              ) -> tuple[dict[str, Any], list[str]]:
+    """Make the rules and string of ``stack`` fit its (new, smaller) ``n_layers``; notes say what changed.
+
+    Indices and ranges past the stack are clipped, rules left matching nothing are dropped;
+    a string whose counts no longer divide ``n_layers`` becomes its first ``n_layers`` entries
+    (``string_items``: the old string expanded, ``backend.plan.parse_string``).
+    """
+    from backend.plan import to_string
+
+    d = copy.deepcopy(d)
+    s = _stack(d, stack)
+    n = int(s["n_layers"])
+    notes: list[str] = []
+    kept = []
+    for i, rule in enumerate(s.get("rules") or []):
+        when = dict(rule.get("when") or {})
+        drop = False
+        if when.get("layer_idx") is not None:
+            inside = [j for j in when["layer_idx"] if j < n]
+            if inside != list(when["layer_idx"]):
+                notes.append(f"rule #{i}: layer_idx {short_repr(when['layer_idx'])} -> {inside or 'dropped'}")
+                drop = not inside
+                when["layer_idx"] = inside
+        if when.get("range") is not None and not drop:
+            a, b = when["range"]
+            if a >= n:
+                notes.append(f"rule #{i}: range [{a}, {b}] dropped")
+                drop = True
+            elif b > n:
+                notes.append(f"rule #{i}: range [{a}, {b}] -> [{a}, {n}]")
+                when["range"] = [a, n]
+        if when.get("offset") and when["offset"] >= n and not drop:
+            notes.append(f"rule #{i}: offset {when['offset']} dropped")
+            drop = True
+        if not drop:
+            kept.append({**rule, "when": when})
+    s["rules"] = kept
+    if s.get("string") and string_items:
+        total = len(string_items)
+        if n % total and total > n:
+            new = to_string([(a, m) for a, m in string_items[:n]], s.get("mlp"))
+            notes.append(f"string {s['string']!r} -> {new!r} (its first {n} entries)")
+            s["string"] = new
+    return d, notes
+
+
+# ---- form fields: text -> value, errors naming the field ------------------------------
+
+
+def parse_yaml(text: str, field: str, *, mapping: bool = False) -> Any:
+    """A YAML value typed into a form (empty = None); DesignError naming ``field`` when it does not parse."""
+    if not text.strip():
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise DesignError(field, f"is not valid YAML ({problem}): {short_repr(text)}") from None
+    if mapping and value is not None and not isinstance(value, dict):
+        raise DesignError(field, f"must be a mapping like {{mlp: {{...}}}}, got {short_repr(text)}")
+    return value
+
+
+def parse_numbers(text: str, field: str, cast: type = int) -> list | None:
+    """``"1, 2"`` or ``"[1, 2]"`` -> ``[1, 2]`` (empty = None); DesignError naming the field and the item."""
+    items = [x.strip() for x in text.replace("[", "").replace("]", "").split(",")]
+    if not any(items):
+        return None
+    out = []
+    what = "an integer" if cast is int else "a number"
+    for x in items:
+        try:
+            out.append(cast(x))
+        except ValueError:
+            raise DesignError(field, f"{short_repr(x)} is not {what} (in {short_repr(text)})") from None
+    return out
+
+
+def parse_number(text: str, field: str, cast: type = int) -> Any:
+    """One optional number typed as text (empty = None, so the field can be cleared)."""
+    values = parse_numbers(text, field, cast)
+    if values is not None and len(values) != 1:
+        raise DesignError(field, f"must be one number, got {short_repr(text)}")
+    return None if values is None else values[0]
+
+
+def format_indices(idx: Iterable[int]) -> str:
+    """``[0, 1, 2, 3, 8]`` -> ``"0-3, 8"`` (the form :func:`parse_indices` reads)."""
+    out: list[str] = []
+    for i in sorted(set(idx)):
+        if out and out[-1].split("-")[-1] == str(i - 1):
+            out[-1] = out[-1].split("-")[0] + f"-{i}"
+        else:
+            out.append(str(i))
+    return ", ".join(out)
 
 
 def parse_indices(text: str, n: int) -> list[int]:

@@ -1,7 +1,8 @@
 """The layer grid: a plotly figure of one stack's executed layers (rendering only).
 
 One column per executed layer, rows attention / MLP / norm, coloured by kind.
-A layer that re-executes a shared module is drawn faded and its column label
+A layer that re-executes a shared module is drawn faded (its colour mixed with
+white, dark label) and its column label
 says which unique layer it runs (``u3``). Plotly heatmaps return no selected
 points, so an invisible scatter of square markers sits over the cells: box,
 lasso or click selection returns those points (``x`` = executed index).
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import plotly.graph_objects as go
+
+import text as text_
 
 from backend.registry import ATTENTION, MLP, NORM
 
@@ -34,6 +37,13 @@ def color(category: str, name: str) -> str:
 def abbrev(category: str, name: str) -> str:
     reg = _REGISTRIES[category]
     return reg[name].short if name in reg else name[:5]
+
+
+def faded(hex_colour: str, amount: float = 0.55) -> str:
+    """``hex_colour`` mixed with white (``amount`` = share of white): the look of a re-executed layer."""
+    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    mix = lambda c: round(c + (255 - c) * amount)  # noqa: E731
+    return f"#{mix(r):02X}{mix(g):02X}{mix(b):02X}"
 
 
 def _codes() -> tuple[dict[tuple[str, str], int], list[str]]:
@@ -67,7 +77,9 @@ def grid_figure(stack_plan: Any, *, selected: list[int] | None = None, height: i
     first_seen: set[int] = set()
     z_first: list[list[Any]] = [[None] * n for _ in ROWS]
     z_repeat: list[list[Any]] = [[None] * n for _ in ROWS]
-    text: list[list[str]] = [[""] * n for _ in ROWS]
+    # one label per cell, in the trace that draws the cell (two full label layers would overprint)
+    text_first: list[list[str]] = [[""] * n for _ in ROWS]
+    text_repeat: list[list[str]] = [[""] * n for _ in ROWS]
     show_text = n <= 40
     xs, ys, custom, hover = [], [], [], []
     for j, layer in enumerate(executed):
@@ -77,23 +89,28 @@ def grid_figure(stack_plan: Any, *, selected: list[int] | None = None, height: i
             name = getattr(layer, cat)
             (z_repeat if repeat else z_first)[r][j] = codes[(cat, name)]
             if show_text:
-                text[r][j] = abbrev(cat, name)
+                (text_repeat if repeat else text_first)[r][j] = abbrev(cat, name)
             xs.append(j)
             ys.append(r)
             custom.append([layer.unique_index, cat, name])
             params = layer.params.get(cat) or {}
-            extra = "<br>" + ", ".join(f"{k}={v}" for k, v in params.items()) if params else ""
+            extra = "<br>" + text_.plotly(", ".join(f"{k}={v}" for k, v in params.items())) if params else ""
             shared = f" (shared: runs {runs[layer.unique_index]}x)" if runs[layer.unique_index] > 1 else ""
             hover.append(f"layer {j} → unique u{layer.unique_index}{shared}<br>{cat}: <b>{name}</b>{extra}")
     scale = _discrete_scale(colors)
     common = dict(type="heatmap", x=list(range(n)), y=list(range(len(ROWS))), zmin=-0.5, zmax=len(colors) - 0.5,
-                  colorscale=scale, showscale=False, hoverinfo="skip", xgap=2, ygap=2, text=text,
+                  colorscale=scale, showscale=False, hoverinfo="skip", xgap=2, ygap=2,
                   texttemplate="%{text}", textfont={"size": 10})
     # Traces and layout are plain dicts and the figure skips plotly's validation: it is the
     # slowest part of a rerun otherwise (~20 ms for 48 layers), and this figure is fixed code.
-    data: list[dict[str, Any]] = [dict(common, z=z_first, name="layers")]
+    data: list[dict[str, Any]] = [dict(common, z=z_first, text=text_first, name="layers")]
     if any(v is not None for row in z_repeat for v in row):
-        data.append(dict(common, z=z_repeat, opacity=0.45, name="re-executed (shared)"))
+        # Faded = the kind's colour blended towards white (opaque), with dark labels: a trace
+        # opacity would fade the labels too, and plotly's automatic contrast picks white text
+        # for the unfaded dark colour, unreadable on the pale cell.
+        data.append(dict(common, z=z_repeat, text=text_repeat, name="re-executed (shared)",
+                         colorscale=_discrete_scale([faded(c) for c in colors]),
+                         textfont={"size": 10, "color": "#1A1A1A"}))
     size = max(8, min(34, int(900 / max(n, 1) * 0.8)))
     sel = set(selected or [])
     data.append(dict(

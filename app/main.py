@@ -47,6 +47,7 @@ else:
     nav = st.navigation(pages)
 
 import state  # noqa: E402
+import ui  # noqa: E402
 from backend.errors import DesignError  # noqa: E402
 
 logging.basicConfig(level=logging.INFO)
@@ -66,46 +67,74 @@ def _plugins() -> str | None:
 
 
 if (_plugin_error := _plugins()) is not None:
-    st.error(_plugin_error, icon=":material/extension_off:")
+    st.error(ui.md(_plugin_error), icon=":material/extension_off:")
 
 
 def _load_share_link() -> None:
-    """Decode ``?d=`` once per token; a bad link is an error message, never a crash."""
+    """Decode ``?d=`` once per token; a bad link is an error message, never a crash.
+
+    The app writes the current design into ``?d=`` after every change (state.sync_url), so a
+    token equal to the one it wrote is the design already on screen. A link that opens a
+    fresh session replaces the default design without an undo step or deltas against it.
+    """
+    ss = st.session_state
     token = st.query_params.get("d")
-    if not token or token == st.session_state.get(state.SHARE_TOKEN_KEY):
+    if not token or token in (ss.get(state.SHARE_TOKEN_KEY), ss.get(state.URL_TOKEN_KEY)):
         return
-    st.session_state[state.SHARE_TOKEN_KEY] = token
+    ss[state.SHARE_TOKEN_KEY] = token
     try:
         from backend.share import decode_design
 
         design = decode_design(token)
     except DesignError as exc:
-        st.session_state[state.ERROR_KEY] = f"share link: {exc}"
+        ss[state.ERROR_KEY] = str(exc) if str(exc).startswith("share link") else f"share link: {exc}"
         return
     except Exception as exc:  # noqa: BLE001
         state.log.exception("share link failed")
-        st.session_state[state.ERROR_KEY] = f"share link: could not be read ({type(exc).__name__})"
+        ss[state.ERROR_KEY] = f"share link: could not be read ({type(exc).__name__})"
         return
-    if state.set_design(design, "share link"):
-        state.notice(f"Loaded **{design.name}** from the share link.")
+    fresh = ss[state.VERSION_KEY] == 0 and not ss[state.HISTORY_KEY]
+    if state.set_design(design, "share link", record=not fresh):
+        ss[state.URL_TOKEN_KEY] = token
+        if not fresh:
+            state.notice(f"Loaded {ui.md(design.name)} from the share link (Undo brings the previous design back).")
 
 
 _load_share_link()
 state.sync()
+state.sync_url()
 
 # Our pages live in app/views/ (above): Streamlit treats a folder named `pages/` next to the entry
 # point as v1 auto-pages and, on a fresh server, runs a deep link (/analysis) from it without this script.
 
-with st.sidebar:
+
+def _sidebar() -> None:
+    """The current design's name (as text), undo / redo and the named steps of this session."""
     d = state.design()
     depth = " + ".join(f"{s.executed_depth}" + ("" if n == "layers" else f" {n}") for n, s in d.stacks().items())
-    st.markdown(f"**{d.name}**  \n{d.architecture} · {d.task} · {depth} layers")
+    st.markdown(f"**{ui.md(d.name)}**  \n{d.architecture} · {d.task} · {depth} layers")
+    done, undone = state.steps()
     c1, c2 = st.columns(2)
-    c1.button("Undo", icon=":material/undo:", on_click=state.undo, disabled=not st.session_state[state.HISTORY_KEY],
-              width="stretch", key="undo")
-    n_hist = len(st.session_state[state.HISTORY_KEY])
-    c2.caption(f"{n_hist} step{'s' if n_hist != 1 else ''} of history")
+    c1.button("Undo", icon=":material/undo:", on_click=state.undo, disabled=not done, width="stretch", key="undo",
+              help=f"Undo: {done[-1]}" if done else "Nothing to undo")
+    c2.button("Redo", icon=":material/redo:", on_click=state.redo, disabled=not undone, width="stretch", key="redo",
+              help=f"Redo: {undone[0]}" if undone else "Nothing to redo")
+    with st.expander(f"History · {len(done)} step{'s' if len(done) != 1 else ''}", expanded=False):
+        if not done and not undone:
+            st.caption("No edits yet in this session.")
+        # newest first; undone steps greyed above the current position
+        lines = [f":gray[↷ {ui.md(n)}]" for n in reversed(undone)] + ["**▸ current design**"] + \
+            [f"{len(done) - i}. {ui.md(n)}" for i, n in enumerate(reversed(done))]
+        st.markdown("  \n".join(lines))
+    if st.session_state.get(state.URL_TOKEN_KEY) == "":
+        st.warning("This design is too large for the page address: a reload would lose it. Save it to the "
+                   "Library or export it.", icon=":material/warning:")
+
+
+with st.sidebar:
+    _sidebar()
 
 nav.run()
+state.sync_url()  # an edit made while the page ran (forms) reaches the address too
 # server-side time of this script run (benchmarks/bench_app.py reads it)
 st.session_state[state.RUN_MS_KEY] = (time.perf_counter() - _T0) * 1e3

@@ -21,6 +21,7 @@ from backend.registry import role
 from backend.spec import Design, load_design, parse_design_text
 
 import edits
+from text import md
 
 log = logging.getLogger("app")
 
@@ -30,7 +31,8 @@ DESIGN_YAML_KEY = "design_yaml"  # its YAML; other pages (library) may write a n
 SYNCED_YAML_KEY = "design_yaml_synced"  # the YAML last written by this module (detects outside writes)
 ERROR_KEY = "design_error"  # "source: path: message" of the last rejected edit, or None
 VERSION_KEY = "design_version"  # bumps on every change; widget keys include it so they re-read the design
-HISTORY_KEY = "design_history"  # previous designs, for undo
+HISTORY_KEY = "design_history"  # [(step name, design before the step)], oldest first, for undo
+REDO_KEY = "design_redo"  # [(step name, design after the step)] undone steps, most recent last
 PREVIOUS_KEY = "design_previous_json"  # canonical JSON of the design before the last edit (metric deltas)
 PENDING_EDITS_KEY = "pending_edits"  # edits (dicts, see edits.apply_edit) applied at the start of the next run
 NOTICE_KEY = "design_notice"  # one-shot success message ("loaded preset ...")
@@ -40,6 +42,9 @@ TABLE_VERSION_KEY = "table_version"  # bumps to reset the layer table after its 
 UPLOADED_KEY = "uploaded_design_json"  # last valid uploaded design (compare page)
 SMOKE_RESULT_KEY = "smoke_result"  # (design json, result dict) of the last smoke test
 SMOKE_REFUSAL_KEY = "smoke_refusal"  # (design json, refusal info) of the last refused smoke test
+DEPTH_FIT_KEY = "depth_fit_offer"  # (version, stack, fitted design dict, notes) offered after a refused depth
+URL_TOKEN_KEY = "url_token"  # share token of the design last written to the URL (?d=)
+_URL_VERSION = "url_token_version"  # VERSION_KEY when URL_TOKEN_KEY was computed
 RUN_MS_KEY = "last_run_ms"  # server-side time of the last complete script run (benchmark)
 
 HISTORY_LIMIT = 30
@@ -74,12 +79,17 @@ def init() -> None:
     ss = st.session_state
     if DESIGN_KEY not in ss:
         d = default_design()
+        if ss.get(DESIGN_YAML_KEY):  # a page run on its own (tests) may hand its design in as YAML
+            try:
+                d = parse_design_text(ss[DESIGN_YAML_KEY], "yaml", source="loaded design")
+            except DesignError:
+                log.warning("the preset design YAML does not load; using the default design")
         ss[DESIGN_KEY] = d
         text = d.to_yaml()
         ss[DESIGN_YAML_KEY] = text
         ss[SYNCED_YAML_KEY] = text
     defaults: dict[str, Any] = {
-        ERROR_KEY: None, VERSION_KEY: 0, HISTORY_KEY: [], PREVIOUS_KEY: None, PENDING_EDITS_KEY: [],
+        ERROR_KEY: None, VERSION_KEY: 0, HISTORY_KEY: [], REDO_KEY: [], URL_TOKEN_KEY: None, DEPTH_FIT_KEY: None, PREVIOUS_KEY: None, PENDING_EDITS_KEY: [],
         NOTICE_KEY: None, SHARE_TOKEN_KEY: None, GRID_VERSION_KEY: 0, TABLE_VERSION_KEY: 0,
         UPLOADED_KEY: None, SMOKE_RESULT_KEY: None, SMOKE_REFUSAL_KEY: None,
     }
@@ -139,13 +149,25 @@ def validate(source: Design | dict | str) -> Design:
     return d
 
 
-def set_design(new: Design | dict, source: str) -> bool:
-    """Make ``new`` the current design if valid; else keep the old one and store the error."""
+def _message(source: str, exc: Exception) -> str:
+    """``source: message`` without repeating a prefix the message already starts with."""
+    text = str(exc)
+    if not source or text.startswith(source + ":") or text.startswith(source + "."):
+        return text
+    return f"{source}: {text}"
+
+
+def set_design(new: Design | dict, source: str, *, record: bool = True) -> bool:
+    """Make ``new`` the current design if valid; else keep the old one and store the error.
+
+    ``record=False`` replaces the design without an undo step or a "before" design for
+    deltas (a share link opening a fresh session: the user never saw the default design).
+    """
     ss = st.session_state
     try:
         d = validate(new)
     except DesignError as exc:
-        ss[ERROR_KEY] = f"{source}: {exc}" if source else str(exc)
+        ss[ERROR_KEY] = _message(source, exc)
         return False
     except Exception as exc:  # noqa: BLE001 - a bug must not take the page down
         log.exception("unexpected error validating a design (%s)", source)
@@ -155,40 +177,86 @@ def set_design(new: Design | dict, source: str) -> bool:
     ss[ERROR_KEY] = None
     if canonical(d) == canonical(old):
         return True
-    ss[HISTORY_KEY] = (ss[HISTORY_KEY] + [old])[-HISTORY_LIMIT:]
-    ss[PREVIOUS_KEY] = canonical(old)
+    if record:
+        ss[HISTORY_KEY] = (ss[HISTORY_KEY] + [(source or "edit", old)])[-HISTORY_LIMIT:]
+        ss[REDO_KEY] = []
+        ss[PREVIOUS_KEY] = canonical(old)
+    else:
+        ss[HISTORY_KEY], ss[REDO_KEY], ss[PREVIOUS_KEY] = [], [], None
+    _put(d)
+    return True
+
+
+def _put(d: Design) -> None:
+    ss = st.session_state
     ss[DESIGN_KEY] = d
     text = d.to_yaml()
-    ss[DESIGN_YAML_KEY] = text
-    ss[SYNCED_YAML_KEY] = text
+    ss[DESIGN_YAML_KEY] = ss[SYNCED_YAML_KEY] = text
     ss[VERSION_KEY] += 1
-    return True
 
 
 def apply(fn: Callable[[dict[str, Any]], dict[str, Any]], source: str) -> bool:
     """Edit the design as a dict; validation as in :func:`set_design`."""
     try:
         new = fn(design().to_dict())
-    except DesignError as exc:
-        st.session_state[ERROR_KEY] = f"{source}: {exc}"
-        return False
-    except (KeyError, IndexError, ValueError, TypeError) as exc:
-        st.session_state[ERROR_KEY] = f"{source}: {exc}"
+    except (DesignError, KeyError, IndexError, ValueError, TypeError) as exc:
+        st.session_state[ERROR_KEY] = _message(source, exc)
         return False
     return set_design(new, source)
 
 
 def undo() -> None:
+    """Step back: the current design goes onto the redo list under the step's name."""
     ss = st.session_state
     if ss[HISTORY_KEY]:
-        prev = ss[HISTORY_KEY][-1]
+        name, prev = ss[HISTORY_KEY][-1]
         ss[HISTORY_KEY] = ss[HISTORY_KEY][:-1]
+        ss[REDO_KEY] = ss[REDO_KEY] + [(name, ss[DESIGN_KEY])]
         ss[PREVIOUS_KEY] = canonical(ss[DESIGN_KEY])
-        ss[DESIGN_KEY] = prev
-        text = prev.to_yaml()
-        ss[DESIGN_YAML_KEY] = ss[SYNCED_YAML_KEY] = text
-        ss[VERSION_KEY] += 1
+        _put(prev)
         ss[ERROR_KEY] = None
+
+
+def redo() -> None:
+    """Re-apply the last undone step."""
+    ss = st.session_state
+    if ss[REDO_KEY]:
+        name, nxt = ss[REDO_KEY][-1]
+        ss[REDO_KEY] = ss[REDO_KEY][:-1]
+        ss[HISTORY_KEY] = (ss[HISTORY_KEY] + [(name, ss[DESIGN_KEY])])[-HISTORY_LIMIT:]
+        ss[PREVIOUS_KEY] = canonical(ss[DESIGN_KEY])
+        _put(nxt)
+        ss[ERROR_KEY] = None
+
+
+def steps() -> tuple[list[str], list[str]]:
+    """Names of the undoable steps (oldest first) and of the redoable ones (next first)."""
+    ss = st.session_state
+    return [n for n, _ in ss[HISTORY_KEY]], [n for n, _ in reversed(ss[REDO_KEY])]
+
+
+def sync_url() -> None:
+    """Keep ``?d=<share token>`` equal to the current design, so a reload or a copied address brings it back.
+
+    ``URL_TOKEN_KEY`` becomes ``""`` when the design is too large for a link (the sidebar says so).
+    A link that failed to load stays in the address until the first edit (it may be worth keeping).
+    """
+    ss = st.session_state
+    current = st.query_params.get("d")
+    if ss.get(URL_TOKEN_KEY) and current == ss[URL_TOKEN_KEY] and ss.get(_URL_VERSION) == ss[VERSION_KEY]:
+        return  # nothing changed since the last write (most reruns)
+    token = _token(design())  # once per design version (the check above)
+    ss[_URL_VERSION] = ss[VERSION_KEY]
+    if token is None:
+        ss[URL_TOKEN_KEY] = ""
+        if current is not None and ss[VERSION_KEY] > 0:
+            del st.query_params["d"]  # the address must not hold an older design than the screen
+        return
+    if ss[VERSION_KEY] == 0 and current and current == ss.get(SHARE_TOKEN_KEY) and ss.get(URL_TOKEN_KEY) is None:
+        return
+    if current != token:
+        st.query_params["d"] = token
+    ss[URL_TOKEN_KEY] = token
 
 
 def key(name: str) -> str:
@@ -251,6 +319,39 @@ def cached_export(design_json: str, fmt: str, resolved: bool = False) -> tuple[s
     return export_bytes(json.loads(design_json), fmt, resolved)
 
 
+def library_patterns() -> dict[str, str]:
+    """Custom patterns in the design library: name -> description (re-read every 10 s; {} without a library)."""
+    from backend.library import database_url
+
+    return _library_patterns(database_url())
+
+
+def forget_library_patterns() -> None:
+    """After a save: the picker must list the new pattern at once."""
+    _library_patterns.clear()
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _library_patterns(url: str) -> dict[str, str]:
+    try:
+        from backend.patterns import list_patterns
+
+        return {r.name: r.description for r in list_patterns()}
+    except Exception:  # noqa: BLE001 - no library configured or reachable: the built-ins still work
+        log.warning("library patterns unavailable", exc_info=True)
+        return {}
+
+
+def _token(d: Design) -> str | None:
+    """The share token of a design, or None when it is too large for a link."""
+    from backend.share import encode_design
+
+    try:
+        return encode_design(d)
+    except DesignError:
+        return None
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def cached_preset(name: str) -> Design:
     from backend.spec import load_preset
@@ -263,11 +364,11 @@ def cached_preset(name: str) -> Design:
 
 @contextmanager
 def shown_errors(what: str) -> Iterator[None]:
-    """Render a DesignError as its message and anything else as a short error (details in the log)."""
+    """Render a DesignError as its message (literal text) and anything else as a short error (details in the log)."""
     try:
         yield
     except DesignError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
     except Exception as exc:  # noqa: BLE001 - never show a traceback to the user
         log.exception("unexpected error in %s", what)
         st.error(f"Something went wrong in {what} ({type(exc).__name__}); details are in the server log.")

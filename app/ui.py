@@ -11,8 +11,13 @@ from backend.analysis.report import human
 from backend.registry import KindInfo, ParamInfo
 
 import state
+from text import md
 
 DEFAULT_LABEL = "(default)"
+
+def error(text: Any) -> None:
+    """A user-facing error whose whole text is literal."""
+    st.error(md(text), icon=":material/error:")
 
 
 def banner() -> None:
@@ -20,11 +25,11 @@ def banner() -> None:
     err = state.error()
     if err:
         c1, c2 = st.columns([12, 1])
-        c1.error(f"**Not applied** — {err}\n\nThe last valid design is kept.", icon=":material/error:")
+        c1.error(f"**Not applied** — {md(err)}\n\nThe last valid design is kept.", icon=":material/error:")
         c2.button("✕", key="dismiss_error", help="Dismiss", on_click=state.clear_error)
     msg = st.session_state.get(state.NOTICE_KEY)
     if msg:
-        st.success(msg)
+        st.success(msg)  # notices are built with md() around every user value (state.notice)
         st.session_state[state.NOTICE_KEY] = None
 
 
@@ -46,7 +51,7 @@ def headline(design_json: str | None = None, *, with_delta: bool = True) -> dict
         from backend.errors import DesignError
 
         if isinstance(exc, DesignError):
-            st.error(str(exc))
+            error(exc)
         else:
             state.log.exception("analysis failed")
             st.error(f"The analysis failed ({type(exc).__name__}); details are in the server log.")
@@ -75,13 +80,23 @@ def headline(design_json: str | None = None, *, with_delta: bool = True) -> dict
         ("Forward FLOPs", lambda x: x["flops"]["forward"], fmt_count,
          f"One forward pass at seq {r['seq_len']}, batch 1 (full S×S attention)"),
         ("KV cache / token", lambda x: x["memory"]["kv_cache_bytes_per_token"], fmt_bytes,
-         f"Decoding cache per token ({r['dtype']})"),
+         f"Decoding cache per token ({r['dtype']})" + (
+             f"; plus {fmt_bytes(state_bytes(r))} of constant state (linear / recurrent layers, batch 1), "
+             "the same at any length" if state_bytes(r) else "")),
         ("Weights", lambda x: x["memory"]["weights_bytes"], fmt_bytes, f"Weights in {r['dtype']}"),
     ]
     cols = st.columns(len(items))
     for col, (label, get, fmt, help_) in zip(cols, items):
-        col.metric(label, fmt(get(r)), delta(get, fmt), delta_color="off", help=help_)
+        value = fmt(get(r))
+        if label == "KV cache / token" and state_bytes(r):
+            value += f" + {fmt_bytes(state_bytes(r))} state"
+        col.metric(label, value, delta(get, fmt), delta_color="off", help=help_)
     return r
+
+
+def state_bytes(r: dict[str, Any]) -> int:
+    """The decoding cache that does not grow with length (Performer / SSM state), as the memory report gives it."""
+    return int((r["memory"].get("kv_cache") or {}).get("state_bytes") or 0)
 
 
 # ---- widgets generated from the registry schema --------------------------------------
@@ -92,7 +107,7 @@ def param_widgets(info: KindInfo, key_prefix: str, current: dict[str, Any] | Non
     current = current or {}
     out: dict[str, Any] = {}
     if not info.params:
-        st.caption(f"`{info.name}` has no parameters.")
+        st.caption(f"{md(info.name)} has no parameters.")
         return out
     for name, p in info.params.items():
         value = current.get(name, p.default)
@@ -160,11 +175,9 @@ def schema_widget(name: str, prop: dict[str, Any], value: Any, key: str) -> Any:
     if typ in ("integer", "number"):
         is_int = typ == "integer"
         cast = int if is_int else float
+        # No min/max in the browser: a clamped input refuses silently (a tooltip) and the form
+        # submits the old value; the backend's validation names the field and the bound instead.
         kwargs: dict[str, Any] = {"help": help_, "key": key}
-        if "minimum" in prop:
-            kwargs["min_value"] = cast(prop["minimum"])
-        if "maximum" in prop:
-            kwargs["max_value"] = cast(prop["maximum"])
         if is_int:
             kwargs["step"] = 1
         else:

@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--meta", action="store_true", help="build the script's seed models on the meta device (no weights; "
                                                          "for scripts that only construct models)")
 
+    s = sub.add_parser("import-hf", help="the design of a Hugging Face config.json (llama, mistral, qwen2, qwen3, mixtral, gpt2, gemma2)")
+    s.add_argument("config", help="a Hugging Face config.json")
+    s.add_argument("-o", "--output", default="-", help="output path (default '-': stdout)")
+    s.add_argument("--format", choices=("yaml", "json"), default=None, help="default: from the output suffix, else YAML")
+    s.add_argument("--exact", action="store_true", help="refuse configs that need an approximation (e.g. Gemma's embedding scale)")
+    s.add_argument("--force", action="store_true", help="overwrite an existing file")
+
     s = sub.add_parser("library", help="shared design library")
     lib = s.add_subparsers(dest="library_command", required=True, parser_class=_Parser)
     x = lib.add_parser("save", help="save a design as a new revision")
@@ -124,6 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("rev_b", type=_positive)
     x.add_argument("--json", action="store_true")
     x = lib.add_parser("delete", help="delete a design and all its revisions")
+    x.add_argument("name")
+    x.add_argument("--yes", action="store_true", help="confirm")
+
+    s = sub.add_parser("patterns", help="custom layer patterns in the design library")
+    pat = s.add_subparsers(dest="patterns_command", required=True, parser_class=_Parser)
+    x = pat.add_parser("list", help="built-in and library patterns")
+    x.add_argument("--json", action="store_true")
+    x = pat.add_parser("save", help="save a stack's rules as a named pattern (a new revision)")
+    x.add_argument("design")
+    x.add_argument("--name", required=True, help="pattern name, e.g. team/hybrid-4")
+    x.add_argument("--stack", default="layers", help="layers | encoder | decoder (default: layers)")
+    x.add_argument("--author", default=os.environ.get("USER", "anonymous"))
+    x.add_argument("-m", "--message", default="")
+    x.add_argument("--description", default="")
+    x = pat.add_parser("show", help="print a pattern's definition as YAML")
+    x.add_argument("name")
+    x.add_argument("--revision", type=int, default=None)
+    x = pat.add_parser("delete", help="delete a pattern and all its revisions")
     x.add_argument("name")
     x.add_argument("--yes", action="store_true", help="confirm")
     return p
@@ -192,6 +217,28 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_hf(args: argparse.Namespace) -> int:
+    """Hugging Face config.json -> a validated design, YAML or JSON; approximations noted on stderr."""
+    from pathlib import Path
+
+    from .export.files import atomic_write
+    from .hf import import_hf_notes
+    from .spec import design_from_dict, read_document
+
+    data, notes = import_hf_notes(read_document(args.config), exact=args.exact)
+    design = design_from_dict(data)
+    fmt = args.format or ("json" if args.output.lower().endswith(".json") else "yaml")
+    text = design.to_json() if fmt == "json" else design.to_yaml()
+    for note in notes:
+        print(f"note: not modelled: {note}", file=sys.stderr)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        atomic_write(Path(args.output), text.encode("utf-8"), force=args.force)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         import importlib
@@ -213,6 +260,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "export": _lazy(".export", "cli_export"),
     "library": _lazy(".library", "cli_library"),
     "from-code": _lazy(".seedcode", "cli_from_code"),
+    "import-hf": _import_hf,
+    "patterns": _lazy(".patterns", "cli_patterns"),
 }
 
 

@@ -116,6 +116,21 @@ class PatternInfo:
 PATTERNS: dict[str, PatternInfo] = {}
 
 
+# Where a name missing from PATTERNS is looked up, in order (name -> PatternInfo or None).
+# backend.patterns adds the design library's custom patterns when the package is imported.
+PATTERN_LOOKUPS: list[Callable[[str], "PatternInfo | None"]] = []
+
+
+def find_pattern(name: str) -> PatternInfo | None:
+    """A registered pattern, else the first lookup that knows ``name``."""
+    info = PATTERNS.get(name)
+    for lookup in PATTERN_LOOKUPS if info is None else ():
+        info = lookup(name)
+        if info is not None:
+            break
+    return info
+
+
 def register_pattern(name: str, description: str, params: dict[str, str], fn: PatternFn, *, replace: bool = False,
                      causal_aware: bool = False) -> None:
     """Add a named pattern. ``fn(n, stack, params[, causal=...])`` returns ``n`` items
@@ -366,9 +381,10 @@ def _apply_pattern(slots: list[_Slot], name: str, stack: Stack, causal: bool) ->
     pname = stack.pattern if isinstance(stack.pattern, str) else stack.pattern.name
     pparams = {} if isinstance(stack.pattern, str) else dict(stack.pattern.params)
     ppath = [name, "pattern"] + ([] if isinstance(stack.pattern, str) else ["name"])
-    if pname not in PATTERNS:
-        raise DesignError.at(ppath, f"unknown pattern {short_repr(pname)} (known: {', '.join(PATTERNS)})")
-    info = PATTERNS[pname]
+    info = find_pattern(pname)
+    if info is None:
+        raise DesignError.at(ppath, f"unknown pattern {short_repr(pname)} (known: {', '.join(PATTERNS)}; library patterns: "
+                                    "`python -m backend patterns list`)")
     for key in pparams:
         if key not in info.params:
             raise DesignError.at([name, "pattern", "params", key], f"unknown parameter for pattern {short_repr(pname)} (known: {', '.join(info.params) or 'none'})")

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .document import MAX_FILE_BYTES, MAX_NODES, parse_document, read_document  # noqa: F401 (re-exported)
 from .errors import DesignError, format_path, short_repr
+from .hf import import_hf, is_hf_config
 from .presets import find_preset, list_presets
 from .registry import ACTIVATIONS, ATTENTION, MLP, NORM, POSITIONAL, kind, role
 
@@ -422,6 +423,8 @@ def _pydantic_to_design_error(exc: ValidationError) -> DesignError:
 
 
 def design_from_dict(data: Any) -> Design:
+    if is_hf_config(data):  # a Hugging Face config.json (recognised by `model_type`): backend.hf
+        data = import_hf(data)
     if not isinstance(data, dict):
         raise DesignError("<design>", f"must be a mapping of design fields, got {type(data).__name__}")
     for key in data:

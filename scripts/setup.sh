@@ -24,13 +24,15 @@ if [ ! -x .venv/bin/python ]; then
   $PY -m venv .venv
 fi
 req=requirements.txt; [ $DEV -eq 1 ] && req=requirements-dev.txt
-stamp=.venv/.installed-$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)-$DEV
+stamp=.venv/.installed-$(cat requirements.txt requirements-dev.txt requirements-hf.txt | sha256sum | cut -c1-16)-$DEV
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first and alone, pinned: an unpinned torch (or one pulled in by a
   # dependency) resolves to a multi-GB CUDA build.
   .venv/bin/python -m pip install -q "$(grep -E '^torch==' requirements.txt)"
   .venv/bin/python -m pip install -q -r "$req"
+  # transformers (a test reference) without its tokenizer / CLI deps; see requirements-hf.txt.
+  if [ $DEV -eq 1 ]; then .venv/bin/python -m pip install -q --no-deps -r requirements-hf.txt; fi
   .venv/bin/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
   touch "$stamp"
 fi

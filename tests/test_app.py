@@ -8,6 +8,7 @@ the library page does). The browser test covers the real mouse paths.
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -70,8 +71,14 @@ def _panel(at: AppTest, name: str) -> AppTest:
     return at
 
 
+def _shown(markdown: str) -> str:
+    """What a CommonMark renderer shows for ``markdown`` as far as escapes go: ``\\*`` is ``*``
+    (and the invisible word joiners that stop autolinks are not there for a reader)."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")
+
+
 def _errors(at: AppTest) -> str:
-    return "\n".join(e.value for e in at.error)
+    return "\n".join(_shown(e.value) for e in at.error)
 
 
 # ---- designer ------------------------------------------------------------------------
@@ -217,6 +224,7 @@ def test_stack_settings_repetition():
 def test_rules_editor_add_move_remove():
     at = _panel(_app(SMALL), "Rules")
     v = at.session_state[state.VERSION_KEY]
+    at.selectbox(key="new_rule_kind").set_value("spectral").run()
     at.button(key=f"add_rule_layers@{v}").click().run()
     assert _design(at).layers.rules[0].when.every == 2
     _edit(at, {"op": "add_rule", "stack": "layers", "rule": {"when": {"position": "last"}, "mlp": "relu2"}})
@@ -376,3 +384,368 @@ def test_parse_indices():
         edits.parse_indices("7, 9", 8)
     with pytest.raises(ValueError, match="not an index"):
         edits.parse_indices("a", 8)
+
+
+# ---- issue 15: broken items, each reproduced -----------------------------------------------
+
+PERFORMER = {"name": "perf", "hidden_size": 64, "n_heads": 4, "vocab_size": 256, "max_seq_len": 256,
+             "layers": {"n_layers": 2, "attention": "causal_linear", "mlp": "swiglu"}}
+
+
+def _button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def _number(at: AppTest, label: str):
+    return next(n for n in at.number_input if n.label == label)
+
+
+def _text_input(at: AppTest, label_start: str):
+    return next(t for t in at.text_input if t.label.startswith(label_start))
+
+
+def test_invalid_yaml_in_stack_params_is_an_error_naming_the_field():
+    at = _panel(_app(SMALL), "Stack, repetition & flow")
+    _text_input(at, "stack params").set_value("{mlp: [")
+    _button(at, "Apply stack settings").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "layers.params: is not valid YAML" in _errors(at)
+    assert _design(at).layers.params.mlp == {}
+
+
+def test_grid_labels_are_drawn_once_and_faded_cells_stay_readable():
+    import grid
+
+    sp = resolve_plan({**SMALL, "layers": {"n_layers": 2, "repeat": {"mode": "cycle", "factor": 3}}}).stacks["layers"]
+    fig = grid.grid_figure(sp).to_plotly_json()
+    heat = [t for t in fig["data"] if t["type"] == "heatmap"]
+    assert len(heat) == 2
+    for r in range(3):
+        for j in range(sp.depth):
+            labels = [t["text"][r][j] for t in heat if t["text"][r][j]]
+            assert len(labels) == 1, (r, j, labels)  # a second label layer would overprint the first
+
+    # WCAG 2.1 contrast ratio of the faded cells' labels against their (opaque) cell colour
+    def lum(hex_colour: str) -> float:
+        chans = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in chans]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    faded = heat[1]
+    assert faded.get("opacity", 1) == 1  # trace opacity would fade the labels as well
+    text_colour = faded["textfont"]["color"]
+    used = {faded["z"][r][j] for r in range(3) for j in range(sp.depth) if faded["z"][r][j] is not None}
+    scale = faded["colorscale"]
+    n = len(scale) // 2
+    for code in used:
+        cell = scale[2 * code][1]
+        hi, lo = sorted((lum(cell), lum(text_colour)), reverse=True)
+        assert (hi + 0.05) / (lo + 0.05) >= 4.5, (cell, text_colour)
+    assert n == len(heat[0]["colorscale"]) // 2
+
+
+def test_a_refused_value_is_reported_under_its_own_field():
+    at = _panel(_app(SMALL), "Model settings")
+    at.number_input(key="model.dropout").set_value(1.5)
+    _button(at, "Apply model settings").click().run()
+    assert "dropout" in _errors(at)
+    # the browser must not clamp (a clamped input keeps the old value and says nothing)
+    assert not at.number_input(key="model.hidden_size").proto.has_min
+    at.number_input(key="model.dropout").set_value(0.0)
+    at.number_input(key="model.hidden_size").set_value(-768)
+    _button(at, "Apply model settings").click().run()
+    assert "hidden_size" in _errors(at) and "dropout" not in _errors(at)
+    assert _design(at).hidden_size == 64
+    # an unchanged form clears the stale banner instead of leaving it up as if it were this submit's
+    at.number_input(key="model.hidden_size").set_value(64)
+    _button(at, "Apply model settings").click().run()
+    assert not _errors(at)
+    at = _panel(_app(SMALL), "Stack, repetition & flow")
+    assert not _number(at, "n_layers (unique)").proto.has_min
+    _number(at, "n_layers (unique)").set_value(0)
+    _button(at, "Apply stack settings").click().run()
+    assert "layers.n_layers" in _errors(at)
+
+
+def _raw_errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def test_error_text_is_literal_not_markdown():
+    at = _panel(_app(SMALL), "Pattern / string")
+    v = at.session_state[state.VERSION_KEY]
+    at.radio(key=f"layout_mode_layers@{v}").set_value("string").run()
+    at.text_input(key=f"string_layers@{v}").set_value("SPECTRAL,SDPA*x").run()
+    raw = [e for e in _raw_errors(at) if "SDPA" in e]
+    assert raw and "SDPA*x" in _errors(at)
+    for e in raw:  # every star of the message is escaped (the banner's own **Not applied** aside)
+        body = e.replace("**Not applied**", "")
+        assert not re.search(r"(?<!\\)[*_`]", body), e
+
+
+def test_hostile_design_name_is_shown_as_text():
+    hostile = "![p](http://127.0.0.1:9/pixel.png) <img src=x> :red[x]"
+    at = _app({**SMALL, "name": hostile})
+    side = [m.value for m in at.sidebar.markdown]
+    assert any(hostile in _shown(m) for m in side)
+    for m in side:  # no Markdown / HTML / directive syntax left unescaped
+        assert not re.search(r"(?<!\\)[!\[\]()<>:]", m), m
+
+
+def test_depth_shrink_after_painting_offers_to_fit_the_rules():
+    at = _app(SMALL)
+    _edit(at, {"op": "paint", "stack": "layers", "unique": [1, 5], "category": "attention", "kind": "spectral"})
+    _panel(at, "Stack, repetition & flow")
+    _number(at, "n_layers (unique)").set_value(3)
+    _button(at, "Apply stack settings").click().run()
+    assert "outside the stack" in _errors(at)
+    assert _design(at).layers.n_layers == 6
+    at.button(key="depth_fit_apply").click().run()
+    assert not at.exception
+    d = _design(at)
+    assert d.layers.n_layers == 3 and d.layers.rules[0].when.layer_idx == [1]
+    # a string whose counts no longer divide the depth: its first entries
+    at = _app({**SMALL, "layers": {"n_layers": 6, "string": "SDPA*3,SPECTRAL*3"}})
+    _panel(at, "Stack, repetition & flow")
+    _number(at, "n_layers (unique)").set_value(4)
+    _button(at, "Apply stack settings").click().run()
+    at.button(key="depth_fit_apply").click().run()
+    assert _design(at).layers.string == "SDPA*3,SPECTRAL" and _design(at).layers.n_layers == 4
+
+
+def test_saving_the_same_revision_twice_stores_it_once():
+    import os
+
+    from backend.library import Library
+
+    at = _page(_app(SMALL), "library")
+    for attempt in range(2):
+        at.text_input(key="library_save_author").set_value("ann")
+        at.text_area[0].set_value("first")
+        _button(at, "Save revision").click().run()
+        assert not at.exception
+        if attempt == 0:
+            assert any("Saved small-test@1" in _shown(s.value) for s in at.success)
+            assert at.text_area[0].value == ""  # the saved message does not stay in the box
+    with Library(os.environ["BACKEND_DATABASE_URL"]) as lib:
+        assert [r.revision for r in lib.revisions("small-test")] == [1]
+    assert any("already holds exactly this design" in _shown(i.value) for i in at.info)
+
+
+def test_string_notation_says_rules_apply_on_top_and_can_clear_them():
+    at = _app({**SMALL, "layers": {**SMALL["layers"], "rules": [{"when": {"position": "last"}, "attention": "spectral"}]}})
+    _panel(at, "Pattern / string")
+    v = at.session_state[state.VERSION_KEY]
+    at.radio(key=f"layout_mode_layers@{v}").set_value("string").run()
+    assert any("apply on top of the string" in w.value for w in at.warning)
+    at.button(key=f"clear_rules_layers@{v}").click().run()
+    assert not _design(at).layers.rules
+
+
+def test_clicking_the_active_editor_tab_keeps_it_open():
+    at = _panel(_app(SMALL), "Rules")
+    at.button_group(key="editor_panel").set_value(None).run()
+    assert not at.exception
+    assert any("Rules apply in order" in c.value for c in at.caption)
+    assert len(at.data_editor) == 0
+
+
+def test_brush_offers_only_kinds_that_run_in_the_stack():
+    from backend.registry import ATTENTION
+
+    at = _app(SMALL)  # a decoder: causal
+    offered = at.selectbox(key="brush_kind_attention").options
+    assert set(offered) == {k for k, info in ATTENTION.items() if info.causal}
+    enc = _app({**SMALL, "architecture": "encoder", "task": "mlm"})
+    assert set(enc.selectbox(key="brush_kind_attention").options) == {k for k, i in ATTENTION.items() if i.bidirectional}
+
+
+def test_messages_name_the_field_once():
+    at = _panel(_app(SMALL), "Stack, repetition & flow")
+    at.selectbox[[s.label for s in at.selectbox].index("mode")].set_value("grouped")
+    _text_input(at, "groups").set_value("1, x")
+    _button(at, "Apply stack settings").click().run()
+    assert "layers.repeat.groups: 'x' is not an integer" in _errors(at)
+    at = _app({**SMALL, "layers": {**SMALL["layers"], "rules": [{"when": {"position": "last"}, "attention": "spectral"}]}})
+    _panel(at, "Rules")
+    _text_input(at, "fraction").set_value("abc")
+    _button(at, "Update rule").click().run()
+    assert "layers.rules[0].when.fraction: 'abc' is not a number" in _errors(at)
+    assert "fraction [a, b]" in [t.label for t in at.text_input]  # the form the error message uses
+    _panel(at, "Pattern / string")
+    v = at.session_state[state.VERSION_KEY]
+    at.radio(key=f"layout_mode_layers@{v}").set_value("string").run()
+    at.text_input(key=f"string_layers@{v}").set_value("SDPA*4").run()
+    assert "layers.string:" in _errors(at) and "layers.string: layers.string" not in _errors(at)
+
+
+def test_rule_every_can_be_cleared():
+    at = _app({**SMALL, "layers": {**SMALL["layers"], "rules": [{"when": {"every": 2, "position": "last"}, "attention": "spectral"}]}})
+    _panel(at, "Rules")
+    _text_input(at, "every").set_value("")
+    _button(at, "Update rule").click().run()
+    assert not _errors(at)
+    when = _design(at).layers.rules[0].when
+    assert when.every is None and when.position == "last"
+
+
+def test_library_load_updates_the_sidebar_in_the_same_run():
+    import os
+
+    from backend.library import Library
+
+    with Library(os.environ["BACKEND_DATABASE_URL"]) as lib:
+        lib.save({**SMALL, "name": "from-library"}, author="t", message="m")
+    at = _page(_app(SMALL), "library")
+    at.button(key="library_load").click().run()
+    assert _design(at).name == "from-library"
+    assert any("from-library" in m.value for m in at.sidebar.markdown)
+
+
+def test_repainting_drops_the_overridden_paint():
+    d = load_design(SMALL).to_dict()
+    d = edits.paint(d, "layers", [0, 1], "attention", "spectral")
+    d = edits.paint(d, "layers", [0, 1], "attention", "diff_attn")
+    assert d["layers"]["rules"] == [{"when": {"layer_idx": [0, 1]}, "attention": "diff_attn"}]
+    assert not resolve_plan(d).warnings
+    # a repaint that a rule in between depends on is kept (the plan must not change)
+    d = load_design(SMALL).to_dict()
+    d = edits.paint(d, "layers", [0], "attention", "spectral")
+    d = edits.add_rule(d, "layers", {"when": {"position": "first"}, "params": {"attention": {"adaptive": True}}})
+    before = [x.to_dict() for x in resolve_plan(edits.add_rule(d, "layers", {"when": {"layer_idx": [0]}, "attention": "spectral"})).layers]
+    d = edits.paint(d, "layers", [0], "attention", "spectral")
+    assert [x.to_dict() for x in resolve_plan(d).layers] == before
+
+
+def test_share_link_session_has_no_history_and_no_deltas():
+    at = _app(SMALL)
+    assert not at.session_state[state.HISTORY_KEY]
+    assert all(m.delta in (None, "") for m in at.metric)
+
+
+def test_kv_cache_headline_shows_constant_state():
+    from backend.analysis import analyze
+
+    at = _app(PERFORMER)
+    state_bytes = analyze(resolve_plan(PERFORMER))["memory"]["kv_cache"]["state_bytes"]
+    # 2 layers x 4 heads x S (m x (Dh + 1)) float32, m = nb_features default 256 (as test_analysis_kv_curve...)
+    assert state_bytes == 2 * 4 * 256 * (16 + 1) * 4
+    value = _metric(at, "KV cache / token")
+    assert value.startswith("0 B") and "state" in value and "136" in value  # 139,264 B = 136 KiB
+    _page(at, "compare")
+    table = at.dataframe[0].value.data if hasattr(at.dataframe[0].value, "data") else at.dataframe[0].value
+    row = table[table["metric"] == "decoding state (constant)"].iloc[0]
+    assert "136" in row["A"]
+
+
+# ---- undo / redo and the address ------------------------------------------------------------
+
+
+def test_undo_redo_with_named_steps():
+    at = _app(SMALL)
+    _edit(at, {"op": "paint", "stack": "layers", "unique": [0], "category": "attention", "kind": "spectral"})
+    _edit(at, {"op": "set", "path": ["hidden_size"], "value": 128})
+    names = [n for n, _ in at.session_state[state.HISTORY_KEY]]
+    assert len(names) == 2 and names[0].startswith("edit paint")
+    at.button(key="undo").click().run()
+    assert _design(at).hidden_size == 64
+    at.button(key="undo").click().run()
+    assert not _design(at).layers.rules
+    history = " ".join(m.value for m in at.sidebar.markdown)
+    assert "↷" in history and "edit set" in _shown(history)
+    at.button(key="redo").click().run()
+    assert _design(at).layers.rules and _design(at).hidden_size == 64
+    at.button(key="redo").click().run()
+    assert _design(at).hidden_size == 128
+    assert at.button(key="redo").disabled
+    # a new edit after an undo drops the redo list
+    at.button(key="undo").click().run()
+    _edit(at, {"op": "set", "path": ["n_heads"], "value": 8})
+    assert at.button(key="redo").disabled
+
+
+def test_address_carries_the_current_design():
+    from backend.share import decode_design
+
+    at = _app(SMALL)
+    _edit(at, {"op": "set", "path": ["hidden_size"], "value": 128})
+    token = at.session_state[state.URL_TOKEN_KEY]
+    assert decode_design(token) == _design(at)
+    # a new session opened on that address shows the edited design, as the first state (no undo step)
+    at2 = AppTest.from_file(str(APP / "main.py"), default_timeout=TIMEOUT)
+    at2.query_params["d"] = token
+    at2.run()
+    assert _design(at2).hidden_size == 128 and not at2.session_state[state.HISTORY_KEY]
+
+
+def test_custom_pattern_saved_from_rules_is_in_the_picker_and_applies():
+    rules = [{"when": {"every": 3, "offset": 2}, "attention": "spectral"}]
+    at = _app({**SMALL, "layers": {**SMALL["layers"], "rules": rules}})
+    _panel(at, "Rules")
+    at.text_input(key="pattern_save_name").set_value("team/every-3")
+    at.text_input(key="pattern_save_author").set_value("ann")
+    _button(at, "Save pattern").click().run()
+    assert not at.exception and not _errors(at)
+    assert any("Saved pattern team/every" in _shown(s.value) for s in at.success)
+    # a 9-layer design with no rules picks it by name
+    at = _app({**SMALL, "name": "user", "layers": {"n_layers": 9}})
+    _panel(at, "Pattern / string")
+    v = at.session_state[state.VERSION_KEY]
+    at.radio(key=f"layout_mode_layers@{v}").set_value("pattern").run()
+    picker = at.selectbox(key=f"pattern_name_layers@{v}")
+    assert "team/every-3  (library)" in picker.options and "uniform" in picker.options
+    picker.set_value("team/every-3").run()
+    assert any("Preview" in c.value and "SPECTRAL" in c.value for c in at.caption)
+    _button(at, "Apply pattern").click().run()
+    assert not _errors(at)
+    assert _design(at).layers.pattern == "team/every-3"
+    kinds = [x.attention for x in resolve_plan(_design(at)).stacks["layers"].unique]
+    assert kinds == ["self_sdpa", "self_sdpa", "spectral"] * 3
+
+
+# ---- structure edits: move / duplicate / insert / delete ------------------------------------
+
+
+def test_restructure_keeps_compact_form_where_it_can():
+    d = load_design({**SMALL, "layers": {"n_layers": 4, "rules": [{"when": {"layer_idx": [0]}, "attention": "spectral"}]}}).to_dict()
+    u = list(resolve_plan(d).stacks["layers"].unique)
+    kinds = lambda x: [(y.attention, y.mlp) for y in resolve_plan(x).stacks["layers"].unique]  # noqa: E731
+    # deleting the last layer: the rules still say it
+    new, note = edits.restructure(d, "layers", u, [0, 1, 2])
+    assert new["layers"]["explicit"] is None and new["layers"]["n_layers"] == 3 and "compact" in note
+    # appending a default layer: likewise
+    new, note = edits.restructure(d, "layers", u, [0, 1, 2, 3, None])
+    assert new["layers"]["explicit"] is None and kinds(new) == [("spectral", "swiglu")] + [("self_sdpa", "swiglu")] * 4
+    # moving layer 0 to the end: not expressible by the rule -> explicit list, and the note says so
+    new, note = edits.restructure(d, "layers", u, [1, 2, 3, 0])
+    assert new["layers"]["explicit"] is not None and "explicit list of 4" in note
+    assert kinds(new) == [("self_sdpa", "swiglu")] * 3 + [("spectral", "swiglu")]
+    # params travel with the moved layer
+    d2 = edits.paint(d, "layers", [2], "mlp", "moe", {"num_experts": 4})
+    u2 = list(resolve_plan(d2).stacks["layers"].unique)
+    new, _ = edits.restructure(d2, "layers", u2, [2, 0, 1, 3])
+    first = resolve_plan(new).stacks["layers"].unique[0]
+    assert first.mlp == "moe" and first.params["mlp"] == {"num_experts": 4}
+
+
+def test_structure_buttons_duplicate_insert_delete_with_undo():
+    at = _app(SMALL)
+    at.text_input(key="brush_indices").set_value("1").run()
+    at.selectbox(key="brush_kind_attention").set_value("spectral").run()
+    at.button(key="paint").click().run()
+    _panel(at, "Reorder")
+    at.text_input(key="brush_indices").set_value("1").run()
+    at.button(key="struct_dup").click().run()
+    assert not at.exception and not _errors(at)
+    kinds = [x.attention for x in resolve_plan(_design(at)).stacks["layers"].unique]
+    assert kinds == ["self_sdpa", "spectral", "spectral", "self_sdpa", "self_sdpa", "self_sdpa"] + ["self_sdpa"]
+    assert any("explicit list of 7" in _shown(s.value) for s in at.success)
+    at.text_input(key="brush_indices").set_value("0").run()
+    at.button(key="struct_delete").click().run()
+    assert [x.attention for x in resolve_plan(_design(at)).stacks["layers"].unique][:2] == ["spectral", "spectral"]
+    at.text_input(key="brush_indices").set_value("").run()
+    at.button(key="struct_insert").click().run()
+    assert _design(at).layers.n_layers == 7
+    at.button(key="undo").click().run()
+    assert _design(at).layers.n_layers == 6
+    assert [n for n, _ in at.session_state[state.HISTORY_KEY]][-1].startswith("delete layers 0")

@@ -7,66 +7,25 @@ Never runs ``playwright install``: it drives /usr/bin/chromium.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from streamlit_server import CHROMIUM, CHROMIUM_ARGS, metric as _metric, streamlit_server, wait_idle as _wait_idle
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} is missing (CI installs Debian's chromium; `apt-get install chromium`)", allow_module_level=True)
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
 def _streamlit(password: str = ""):
-    port = _free_port()
-    env = {**os.environ, "BACKEND_APP_PASSWORD": password}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.3)
-            if proc.poll() is not None:
-                raise RuntimeError("streamlit exited: " + proc.stdout.read().decode(errors="replace")[-2000:])
-        else:
-            raise RuntimeError("streamlit did not become healthy within 60 s")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return streamlit_server({"BACKEND_APP_PASSWORD": password})
 
 
 @pytest.fixture(scope="module")
@@ -83,19 +42,6 @@ def browser():
             yield b
         finally:
             b.close()
-
-
-def _metric(page, label: str) -> str:
-    box = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
-    return box.locator('[data-testid="stMetricValue"]').inner_text()
-
-
-def _wait_idle(page, timeout: float = 30) -> None:
-    """Wait until the app is not running a script (the status widget disappears)."""
-    page.wait_for_timeout(300)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout * 1000)
-    page.wait_for_timeout(200)
 
 
 def _wait_metric_change(page, label: str, old: str, timeout: float = 30) -> str:
@@ -212,7 +158,7 @@ def test_password_deep_link_and_reload(browser):
         page.get_by_role("button", name="Unlock").click()
         page.get_by_role("heading", name="Export / Import").wait_for()
         _wait_idle(page)
-        assert page.url.rstrip("/").endswith("/export")
+        assert page.url.split("?")[0].rstrip("/").endswith("/export")  # the query carries the design (?d=)
         assert any(c["name"] == "designer_auth" for c in context.cookies())
         page.reload()
         page.get_by_role("heading", name="Export / Import").wait_for()
@@ -222,3 +168,96 @@ def test_password_deep_link_and_reload(browser):
         fresh.goto(f"{url}/export")
         fresh.get_by_label("Team password").wait_for(timeout=30_000)
         context.close()
+
+
+def test_reload_keeps_the_design_and_user_text_stays_text(server, browser):
+    """Issue 15 #2 / issue 14 #5: an edited design survives F5 (the address carries it); a hostile name
+    and an error echoing ``SDPA*x`` are shown as the characters typed, and no image is fetched."""
+    from backend.share import encode_design
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    hostile = "![p](http://127.0.0.1:9/pixel.png) *x*"
+    token = encode_design({"name": hostile, "layers": {"n_layers": 4}})
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(30_000)
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url))
+    page.goto(f"{server}/?d={token}")
+    page.wait_for_selector('[data-testid="stMetricValue"]')
+    _wait_idle(page)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    assert hostile in sidebar.inner_text().replace("\u2060", "")  # word joiners keep URLs from autolinking
+    assert sidebar.locator('img[src*="127.0.0.1:9"]').count() == 0
+    assert sidebar.locator('a[href*="127.0.0.1:9"]').count() == 0  # not even a link
+    params0 = _metric(page, "Parameters (unique)")
+
+    # an edit through the string notation, with a refused string first
+    page.locator("button").filter(has_text="Pattern / string").first.click()
+    _wait_idle(page)
+    # issue 15 #9: a second click on the active editor tab keeps it open (and warns about nothing)
+    page.locator("button").filter(has_text="Pattern / string").first.click()
+    _wait_idle(page)
+    page.get_by_text("Describe the layers by").wait_for(timeout=15_000)  # still (or again, after the rerun) open
+    assert page.locator('[data-testid="stDataFrame"]').count() == 0  # not the layer table
+    assert page.locator('[data-testid="stAlert"]').filter(has_text="default value").count() == 0
+    page.get_by_text("String notation", exact=True).first.click()
+    _wait_idle(page)
+    box = page.locator('[data-testid="stTextInput"]').filter(has_text="String notation").locator("input")
+    box.fill("SPECTRAL,SDPA*x")
+    box.press("Enter")
+    _wait_idle(page)
+    alert = page.locator('[data-testid="stAlert"]').filter(has_text="SDPA").first
+    assert "'SDPA*x'" in alert.inner_text()
+    assert alert.locator("em").count() == 0  # no Markdown italics out of the stars
+    box = page.locator('[data-testid="stTextInput"]').filter(has_text="String notation").locator("input")
+    box.fill("SPECTRAL,SDPA*3")
+    box.press("Enter")
+    params1 = _wait_metric_change(page, "Parameters (unique)", params0)
+    _wait_idle(page)
+    page.wait_for_function("() => new URLSearchParams(location.search).get('d') !== null")
+    page.screenshot(path=str(ARTIFACTS / "browser_before_reload.png"), full_page=True)
+
+    page.reload()
+    page.wait_for_selector('[data-testid="stMetricValue"]')
+    _wait_idle(page)
+    assert _metric(page, "Parameters (unique)") == params1
+    assert hostile in page.locator('[data-testid="stSidebar"]').inner_text().replace("\u2060", "")
+    assert page.locator('[data-testid="stPlotlyChart"]').first.get_by_text("SPEC").count() >= 1
+    page.screenshot(path=str(ARTIFACTS / "browser_after_reload.png"), full_page=True)
+    assert not [u for u in fetched if "127.0.0.1:9/" in u], fetched
+    page.close()
+
+
+def test_drag_a_layer_to_another_position(server, browser):
+    """Issue 15 drag-and-edit: dragging a layer in the Reorder panel moves it; the grid and history follow."""
+    from backend.share import encode_design
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    token = encode_design({"name": "drag-test", "layers": {"n_layers": 4, "rules": [
+        {"when": {"layer_idx": [0]}, "attention": "spectral"}]}})
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(30_000)
+    page.goto(f"{server}/?d={token}")
+    page.wait_for_selector('[data-testid="stMetricValue"]')
+    _wait_idle(page)
+    first_row = "() => document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot').data[0].text[0]"
+    assert page.evaluate(first_row)[0] == "SPEC"
+    page.locator("button").filter(has_text="Reorder").first.click()
+    _wait_idle(page)
+    frame = page.frame_locator('iframe[title*="sortables"]').first
+    items = frame.locator(".sortable-item")
+    items.first.wait_for()
+    assert items.count() == 4
+    src, dst = items.nth(0).bounding_box(), items.nth(3).bounding_box()
+    assert src and dst  # page coordinates (Playwright maps the frame's)
+    page.mouse.move(src["x"] + src["width"] / 2, src["y"] + src["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(src["x"] + src["width"] / 2 + 5, src["y"] + src["height"] / 2, steps=3)
+    page.mouse.move(dst["x"] + dst["width"] * 0.9, dst["y"] + dst["height"] / 2, steps=15)
+    page.mouse.up()
+    page.locator('[data-testid="stAlert"]').filter(has_text="move layer 0 to position 3").first.wait_for()
+    _wait_idle(page)
+    row = page.evaluate(first_row)
+    assert row[0] != "SPEC" and row[3] == "SPEC", row
+    page.screenshot(path=str(ARTIFACTS / "browser_drag_reorder.png"), full_page=True)
+    page.close()

@@ -7,6 +7,7 @@ import streamlit as st
 
 import grid
 import state
+import text
 import ui
 
 COMPONENT_COLORS = {"attention": "#4C78A8", "mlp": "#F58518", "norm": "#A0A0A0", "other": "#B279A2",
@@ -49,7 +50,7 @@ with state.shown_errors("the analysis"):
                    help=f"{ui.fmt_bytes(m['kv_cache_bytes_per_token'])} per token; "
                         f"{ui.fmt_bytes(m['kv_cache_bytes_at_max_seq_len'])} at max_seq_len")
     for w in r.get("warnings") or []:
-        st.caption(f":material/warning: {w}")
+        st.caption(f":material/warning: {ui.md(w)}")
 
     # ---- per layer
     st.subheader("Per layer")
@@ -85,7 +86,7 @@ with state.shown_errors("the analysis"):
 
     # ---- treemap of parameters (unique layers: shared weights once)
     st.subheader("Where the parameters are")
-    ids, labels, parents, values, colors = ["model"], [design.name], [""], [0], ["#FFFFFF"]
+    ids, labels, parents, values, colors = ["model"], [text.plotly(design.name)], [""], [0], ["#FFFFFF"]
     comps = p["components"]
     for comp in ("embeddings", "head", "other"):
         if comps.get(comp):

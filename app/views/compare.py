@@ -13,6 +13,7 @@ from backend.spec import Design, load_design, parse_design_text
 
 import state
 import ui
+from text import md
 
 st.title("Compare")
 ui.banner()
@@ -52,12 +53,12 @@ with st.expander("Upload a design to compare", expanded=False):
             d = parse_design_text(up.getvalue(), "json" if up.name.lower().endswith(".json") else "yaml", source=up.name)
             state.validate(d)
         except DesignError as exc:
-            st.error(f"**{up.name}** is not a valid design — {exc}")
+            st.error(f"**{md(up.name)}** is not a valid design — {md(exc)}")
         else:
             if st.session_state.get(state.UPLOADED_KEY) != state.canonical(d):
                 st.session_state[state.UPLOADED_KEY] = state.canonical(d)
                 st.rerun()
-            st.success(f"{up.name}: `{d.name}` is available as “{UPLOADED}”.")
+            st.success(f"{md(up.name)}: {md(d.name)} is available as “{UPLOADED}”.")
 
 
 def resolve(choice: str) -> Design:
@@ -102,6 +103,7 @@ with state.shown_errors("the comparison"):
         ("forward FLOPs causal-aware", ra["flops"]["forward_causal"], rb["flops"]["forward_causal"], ui.fmt_count),
         ("training FLOPs", ra["flops"]["training"], rb["flops"]["training"], ui.fmt_count),
         ("KV cache / token", ra["memory"]["kv_cache_bytes_per_token"], rb["memory"]["kv_cache_bytes_per_token"], ui.fmt_bytes),
+        ("decoding state (constant)", ui.state_bytes(ra), ui.state_bytes(rb), ui.fmt_bytes),
         ("weights (bf16)", ra["memory"]["weights_bytes"], rb["memory"]["weights_bytes"], ui.fmt_bytes),
         ("training memory (Adam)", ra["memory"]["training"]["total_bytes"], rb["memory"]["training"]["total_bytes"], ui.fmt_bytes),
     ]

@@ -9,6 +9,7 @@ from backend.spec import parse_design_text
 
 import state
 import ui
+from text import md
 
 design = state.design()
 djson = state.design_json()
@@ -28,7 +29,7 @@ for col, (fmt, label, icon) in zip(cols, [("json", "JSON", ":material/data_objec
             filename, data, mime = state.cached_export(djson, fmt, resolved and fmt != "python")
         st.download_button(f"Download {label}", data=data, file_name=filename, mime=mime, icon=icon,
                            key=f"download_{fmt}", width="stretch", on_click="ignore")
-        st.caption(f"`{filename}` · {len(data):,} bytes")
+        st.caption(f"{md(filename)} · {len(data):,} bytes")
 with st.expander("Preview"):
     fmt = st.segmented_control("Format", ["yaml", "json", "python"], default="yaml", key="export_preview_fmt") or "yaml"
     with state.shown_errors("the export preview"):
@@ -65,17 +66,17 @@ if up is not None:
         uploaded = parse_design_text(raw, fmt, source=up.name)
         state.validate(uploaded)
     except DesignError as exc:
-        st.error(f"**{up.name}** is not a valid design — {exc}")
+        st.error(f"**{md(up.name)}** is not a valid design — {md(exc)}")
     except Exception as exc:  # noqa: BLE001
         state.log.exception("upload failed")
-        st.error(f"**{up.name}** could not be read ({type(exc).__name__}).")
+        st.error(f"**{md(up.name)}** could not be read ({type(exc).__name__}).")
     else:
         st.session_state[state.UPLOADED_KEY] = state.canonical(uploaded)
-        st.success(f"**{up.name}**: valid design `{uploaded.name}` ({uploaded.architecture}, {uploaded.task}).")
+        st.success(f"**{md(up.name)}**: valid design {md(uploaded.name)} ({uploaded.architecture}, {uploaded.task}).")
 
         def _load(d=uploaded, name=up.name) -> None:
             if state.set_design(d, f"upload {name}"):
-                state.notice(f"Loaded **{d.name}** from {name}.")
+                state.notice(f"Loaded **{md(d.name)}** from {md(name)}.")
 
         st.button("Load it into the designer", type="primary", on_click=_load, key="import_load")
 
@@ -89,19 +90,19 @@ for name in names:
     try:
         p = state.cached_preset(name)
     except DesignError as exc:
-        st.caption(f"preset {name} does not load: {exc}")
+        st.caption(md(f"preset {name} does not load: {exc}"))
         continue
     if query and query.lower() not in (name + " " + p.description).lower():
         continue
     depth = " + ".join(f"{s.executed_depth}" + ("" if n == "layers" else f" {n}") for n, s in p.stacks().items())
     with grid_cols[shown % 3].container(border=True):
-        st.markdown(f"**{name}**")
+        st.markdown(f"**{md(name)}**")
         st.caption(f"{p.architecture} · {p.task} · {depth} layers · width {p.hidden_size}")
-        st.caption(p.description[:160] + ("…" if len(p.description) > 160 else ""))
+        st.caption(md(p.description[:160] + ("…" if len(p.description) > 160 else "")))
 
         def _load_preset(d=p, name=name) -> None:
             if state.set_design(d, f"preset {name}"):
-                state.notice(f"Loaded preset **{name}**.")
+                state.notice(f"Loaded preset **{md(name)}**.")
 
         st.button("Load", key=f"preset_load_{name}", on_click=_load_preset, width="stretch")
     shown += 1

@@ -35,7 +35,9 @@ def export_text(design: Any, fmt: str, resolved: bool = False, *, numbers: dict[
     ``resolved`` selects the explicit per-layer form of JSON / YAML; the Python
     file is always resolved (its config lists every layer).
     """
-    design = load_design(design)
+    from ..patterns import inline_library_patterns
+
+    design = inline_library_patterns(design)  # a design naming a library pattern exports self-contained
     if fmt == "json":
         return to_json(design, resolved)
     if fmt == "yaml":

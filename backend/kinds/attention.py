@@ -47,7 +47,8 @@ class SoftmaxKind(AttentionKind):
         return lin + per_pair * s * s, lin + per_pair * self.pairs(cfg, s, causal=causal)
 
     def param_count(self, model: Any, cfg: dict[str, Any], *, causal: bool) -> int:
-        return qkvo_params(model)
+        # qk_norm: one RMSNorm gain of Dh shared by the heads of q, one of k (Qwen3 / Gemma-3)
+        return qkvo_params(model) + (2 * model.attn_head_dim if cfg.get("qk_norm") else 0)
 
     def cache(self, model: Any, cfg: dict[str, Any], dtype_bytes: int) -> CacheLayout:
         # KVCache: K and V of (B, KV, T, Dh); a sliding window keeps the last `window` tokens
@@ -313,6 +314,7 @@ KINDS: list[AttentionKind] = [
         {
             "window": P("int", 0, "sliding-window size in tokens (0 = full attention)", 0, 1 << 20),
             "backend": P("choice", "auto", "SDPA kernel: auto, math, flash or efficient (xformers-style)", choices=BACKENDS),
+            "qk_norm": P("bool", False, "RMSNorm over each head of q and k before rotary (Qwen3, Gemma-3)"),
         },
         label="softmax (SDPA)", abbrev="SDPA", color="#4C78A8", aliases=("SDPA",), roles=("default", "full"),
     ),
@@ -326,7 +328,7 @@ KINDS: list[AttentionKind] = [
             "alibi": P("bool", False, "add ALiBi slopes as a score mod in this layer"),
             "prefix_len": P("int", 0, "prefix-LM: the first N tokens attend bidirectionally", 0, 1 << 20),
         },
-        label="FlexAttention", abbrev="FLEX", color="#72B7B2", aliases=("FLEX",),
+        label="FlexAttention", abbrev="FLEX", color="#72B7B2", aliases=("FLEX",), roles=("softcap",),
     ),
     DiffKind(
         "diff_attn", "attention", "backend.nn.diff_attn:DiffAttention",

@@ -136,7 +136,7 @@ class KindInfo:
     abbrev: str = ""  # short label for grid cells and the diagram (default: NAME upper-cased)
     color: str = ""  # grid colour, "#RRGGBB" (default: picked from a fixed palette)
     aliases: tuple[str, ...] = ()  # extra names in the string notation (upper case), e.g. ("SDPA",)
-    roles: tuple[str, ...] = ()  # registry roles this kind fills ("default", "full", "cheap")
+    roles: tuple[str, ...] = ()  # registry roles this kind fills ("default", "full", "cheap"; the HF importer's: backend/hf.py)
     identity: bool = False  # an empty sublayer (attention / mlp "none"): the block skips the branch and its norms
 
     # ---- identity -------------------------------------------------------

@@ -105,9 +105,9 @@ _EXPERTS = ("swiglu", "geglu", "reglu", "relu2", "mlp")
 KINDS: list[MlpKind] = [
     FfnKind("swiglu", "mlp", "backend.nn.mlp:GatedMLP", "SiLU-gated FFN (w2(silu(w1 x) * w3 x)).",
             "Shazeer 2020, GLU Variants Improve Transformer, arXiv 2002.05202", dict(_COMMON),
-            label="SwiGLU", abbrev="SwiGLU", color="#9ECAE9", roles=("default",), gated=True),
+            label="SwiGLU", abbrev="SwiGLU", color="#9ECAE9", roles=("default", "gated_silu"), gated=True),
     FfnKind("geglu", "mlp", "backend.nn.mlp:GatedMLP", "GELU-gated FFN.",
-            "Shazeer 2020, arXiv 2002.05202", dict(_COMMON), label="GeGLU", abbrev="GeGLU", color="#FFBF79", gated=True),
+            "Shazeer 2020, arXiv 2002.05202", dict(_COMMON), label="GeGLU", abbrev="GeGLU", color="#FFBF79", roles=("gated_gelu",), gated=True),
     FfnKind("reglu", "mlp", "backend.nn.mlp:GatedMLP", "ReLU-gated FFN.",
             "Shazeer 2020, arXiv 2002.05202", dict(_COMMON), label="ReGLU", abbrev="ReGLU", color="#D6A5C9", gated=True),
     FfnKind("relu2", "mlp", "backend.nn.mlp:DenseMLP", "Squared-ReLU FFN.",
@@ -116,7 +116,7 @@ KINDS: list[MlpKind] = [
             "Vaswani et al. 2017, arXiv 1706.03762",
             {**_COMMON,
              "activation": P("choice", None, "activation (null = the model's `activation`)", choices=ACTIVATIONS, nullable=True)},
-            label="dense MLP", abbrev="MLP", color="#8CD17D"),
+            label="dense MLP", abbrev="MLP", color="#8CD17D", roles=("dense",)),
     MoeKind(
         "moe", "mlp", "backend.nn.moe:MoE",
         "Top-k routed mixture of experts with capacity, overflow handling and a load-balancing loss.",
@@ -132,6 +132,6 @@ KINDS: list[MlpKind] = [
             "aux_loss_weight": P("float", 0.01, "weight of the load-balancing auxiliary loss", 0.0, 100.0),
             "shared_experts": P("int", 0, "always-on shared experts (DeepSeekMoE style)", 0, 64),
         },
-        label="mixture of experts", abbrev="MoE", color="#FF9D98",
+        label="mixture of experts", abbrev="MoE", color="#FF9D98", roles=("experts",),
     ),
 ]

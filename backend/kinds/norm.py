@@ -26,9 +26,9 @@ class AdaptiveNormKind(NormKind):
 
 NORMS: list[NormKind] = [
     LayerNormKind("layer", "norm", "backend.nn.norms:LayerNorm", "LayerNorm.", "Ba et al. 2016, arXiv 1607.06450",
-                  label="LayerNorm", abbrev="LN", color="#A0A0A0"),
+                  label="LayerNorm", abbrev="LN", color="#A0A0A0", roles=("layer_norm",)),
     NormKind("rms", "norm", "backend.nn.norms:RMSNorm", "RMSNorm.", "Zhang & Sennrich 2019, arXiv 1910.07467",
-             label="RMSNorm", abbrev="RMS", color="#D4D4D4", roles=("default",)),
+             label="RMSNorm", abbrev="RMS", color="#D4D4D4", roles=("default", "rms_norm")),
     NormKind("scale", "norm", "backend.nn.norms:ScaleNorm", "ScaleNorm: one learned scale over the l2-normalised vector.",
              "Nguyen & Salazar 2019, arXiv 1910.05895", label="ScaleNorm", abbrev="Scale", color="#F1CE63", weight_per_dim=0, fixed_params=1),
     NormKind("rezero", "norm", "backend.nn.norms:ReZero",
@@ -43,11 +43,11 @@ NORMS: list[NormKind] = [
 
 POSITIONALS: list[PositionalKind] = [
     PositionalKind("rope", "positional", "backend.nn.positional:RoPE", "Rotary embeddings on q/k.", "Su et al. 2021, arXiv 2104.09864",
-               label="rotary (RoPE)", roles=("default",), rotary=True),
+               label="rotary (RoPE)", roles=("default", "rotary"), rotary=True),
     PositionalKind("sinusoidal", "positional", "backend.nn.positional:SinusoidalPositions", "Fixed sinusoidal table added to the input.",
                    "Vaswani et al. 2017", label="sinusoidal"),
     PositionalKind("learned", "positional", "backend.nn.positional:LearnedPositions", "Learned absolute position table.",
-                   "Radford et al. 2019 (GPT-2)", label="learned table", table=True),
+                   "Radford et al. 2019 (GPT-2)", label="learned table", roles=("learned_table",), table=True),
     PositionalKind("alibi", "positional", "backend.nn.positional:ALiBi", "Linear biases on attention logits.",
                    "Press et al. 2021, arXiv 2108.12409", label="ALiBi", score_bias=True),
     PositionalKind("none", "positional", "backend.nn.positional:NoPositions", "No positional information.",

@@ -15,6 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .common import add_qkvo, KVCache, LayerContext, alibi_bias, apply_rope, attention_mask, open_empty_rows
 from .common import positions, register, repeat_kv, rope_cos_sin
+from .norms import RMSNorm
 
 _KERNELS = {
     "math": SDPBackend.MATH,
@@ -55,6 +56,10 @@ class SelfSDPA(nn.Module):
     stack the window is symmetric. Rotary embeddings (Su et al. 2021,
     arXiv 2104.09864) when ``ctx.positional == "rope"``; ALiBi (Press et al.
     2021, arXiv 2108.12409) when ``ctx.positional == "alibi"``.
+    ``params["qk_norm"]``: an RMSNorm over each head's Dh channels of q and of k
+    (one gain each, shared by the heads), before rotary -- Qwen3 (arXiv
+    2505.09388) and Gemma-3; it bounds the attention logits (Dehghani et al.
+    2023, arXiv 2302.05442).
     """
 
     def __init__(self, ctx: LayerContext):
@@ -72,6 +77,10 @@ class SelfSDPA(nn.Module):
         self.rope_theta = ctx.rope_theta
         self.dropout = ctx.dropout
         add_qkvo(self, ctx)  # q_proj, k_proj, v_proj, o_proj
+        if p.get("qk_norm"):
+            self.q_norm, self.k_norm = RMSNorm(ctx, ctx.head_dim), RMSNorm(ctx, ctx.head_dim)
+        else:
+            self.q_norm = self.k_norm = None
 
     def new_cache(self, batch: int, max_len: int, *, window: int = 0) -> KVCache:
         """Expanding cache, or a sliding one of the layer's own window (else the caller's)."""
@@ -83,6 +92,8 @@ class SelfSDPA(nn.Module):
         q = self.q_proj(x).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, S, Dh)
         k = self.k_proj(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, Dh)
         v = self.v_proj(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, Dh)
+        if self.q_norm is not None:  # per head, over Dh
+            q, k = self.q_norm(q), self.k_norm(k)
         q_pos = positions(start_pos, S, x.device)
         if self.rope:
             cos, sin = rope_cos_sin(q_pos, self.head_dim, self.rope_theta, q.dtype)
