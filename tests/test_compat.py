@@ -578,17 +578,17 @@ def test_performer_seq2seq_small_real_run_and_fixed_projections():
     assert out.shape == (2, 4, 16)
     out.sum().backward()
     assert all(p.grad is not None for p in m.parameters())
-    proj = m.module.stacks["encoder"].blocks[0].attn.projection
-    before = proj.clone()
+    attn = m.module.stacks["encoder"].blocks[0].attn  # a redraw assigns a new projection tensor (autograd-safe)
+    before = attn.projection.clone()
     m(src, tgt)
     m(src, tgt)  # training mode, interval 1: redrawn
-    assert not torch.equal(before, proj)
+    assert not torch.equal(before, attn.projection)
     m.encoder.fix_projection_matrices_()
     m.decoder.fix_projection_matrices_()
-    fixed = proj.clone()
+    fixed = attn.projection.clone()
     m(src, tgt)
     m(src, tgt)
-    assert torch.equal(fixed, proj) and m.to_design().encoder.params.attention["fix_projection"] is True
+    assert torch.equal(fixed, attn.projection) and m.to_design().encoder.params.attention["fix_projection"] is True
     with pytest.raises(DesignError) as exc:
         compat.EncoderDecoderTransformer(encoder_params={"d_model": 16, "num_heads": 2},
                                          decoder_params={"d_model": 32, "num_heads": 2})
