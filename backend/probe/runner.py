@@ -45,9 +45,9 @@ from .tasks import IGNORE, SYNTHETIC, Task, Text, chance_accuracy, masked_accura
 Progress = Callable[[str, float, str], None]
 TASKS = ("mqar", "copy", "induction", "text")
 TEXT_FILE = Path(__file__).resolve().parent / "data" / "founding_documents.txt"
-DEFAULT_STEPS = 600
+DEFAULT_STEPS = 300
 DEFAULT_BATCH = 32
-DEFAULT_LR = 3e-3
+DEFAULT_LR = 1e-3
 DEFAULT_MAX_PARAMS = 2_000_000
 EVAL_EXAMPLES = 512
 MAX_STEPS = 1_000_000
@@ -285,14 +285,18 @@ def cli_probe(args: argparse.Namespace) -> int:
     """The ``probe`` subcommand (arguments defined in ``backend.cli``)."""
     from ..spec import load_design
 
-    designs = [load_design(d) for d in args.design]  # every design is checked before any training
+    designs = [load_design(d) for d in args.design]
+    task = make_task(args.task)
+    for d in designs:  # every design is adapted (and refused) before any training
+        probe_design(d, task, max_params=args.max_params or DEFAULT_MAX_PARAMS)
 
     def progress(step: str, fraction: float, message: str) -> None:
         if not args.json:
             print(f"[{fraction * 100:3.0f}%] {message}", file=sys.stderr, flush=True)
 
-    kw: dict[str, Any] = dict(task=args.task, steps=args.steps, seed=args.seed, batch_size=args.batch,
-                              lr=args.lr, max_params=args.max_params, device=args.device)
+    given = dict(steps=args.steps, batch_size=args.batch, lr=args.lr, max_params=args.max_params)
+    kw: dict[str, Any] = dict(task=task, seed=args.seed, device=args.device,
+                              **{k: v for k, v in given.items() if v is not None})  # None: the runner's default
     results = run_probes(designs, progress=progress, **kw)
     if args.json:
         print(json.dumps({"task": args.task, "results": [r.to_dict() for r in results]}))

@@ -76,8 +76,8 @@ class MQAR(Task):
     slots, so every query is equally hard.
     """
 
-    vocab_size: int = 128
-    seq_len: int = 64
+    vocab_size: int = 64
+    seq_len: int = 48
     num_pairs: int = 8
 
     name = "mqar"
