@@ -17,40 +17,30 @@ from backend.registry import ATTENTION, MLP, NORM
 ROWS = ("attention", "mlp", "norm")  # top to bottom
 ROW_LABELS = {"attention": "attention", "mlp": "MLP", "norm": "norm"}
 
-# Fixed colours per kind (stable across designs, distinct within a row).
-PALETTE = {
-    "attention": {
-        "self_sdpa": "#4C78A8", "self_flex": "#72B7B2", "diff_attn": "#B279A2", "token_param": "#EECA3B",
-        "spectral": "#F58518", "frequency": "#E45756", "linear": "#54A24B", "causal_linear": "#88D27A",
-    },
-    "mlp": {
-        "swiglu": "#9ECAE9", "geglu": "#FFBF79", "reglu": "#D6A5C9", "relu2": "#BAB0AC", "mlp": "#8CD17D", "moe": "#FF9D98",
-    },
-    "norm": {"rms": "#D4D4D4", "layer": "#A0A0A0", "scale": "#F1CE63", "rezero": "#B6992D", "adaptive": "#79706E"},
-}
-ABBREV = {
-    "self_sdpa": "SDPA", "self_flex": "FLEX", "diff_attn": "DIFF", "token_param": "TOKP", "spectral": "SPEC",
-    "frequency": "FREQ", "linear": "LIN", "causal_linear": "CLIN", "swiglu": "SwiGLU", "geglu": "GeGLU",
-    "reglu": "ReGLU", "relu2": "ReLU²", "mlp": "MLP", "moe": "MoE", "rms": "RMS", "layer": "LN", "scale": "Scale",
-    "rezero": "ReZero", "adaptive": "AdaLN",
-}
+# Colours and labels come from each kind's declaration (``KindInfo.color`` /
+# ``KindInfo.short``); a kind without a colour gets a stable one from this palette.
 _FALLBACK = ["#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#7F7F7F"]
+_REGISTRIES = {"attention": ATTENTION, "mlp": MLP, "norm": NORM}
 
 
 def color(category: str, name: str) -> str:
-    table = PALETTE.get(category, {})
-    if name in table:
-        return table[name]
-    reg = {"attention": ATTENTION, "mlp": MLP, "norm": NORM}[category]
+    reg = _REGISTRIES[category]
+    if name in reg and reg[name].color:
+        return reg[name].color
     names = list(reg)
     return _FALLBACK[(names.index(name) if name in names else len(name)) % len(_FALLBACK)]
+
+
+def abbrev(category: str, name: str) -> str:
+    reg = _REGISTRIES[category]
+    return reg[name].short if name in reg else name[:5]
 
 
 def _codes() -> tuple[dict[tuple[str, str], int], list[str]]:
     """A global integer code per (category, kind) and the colour of each code."""
     codes: dict[tuple[str, str], int] = {}
     colors: list[str] = []
-    for cat, reg in (("attention", ATTENTION), ("mlp", MLP), ("norm", NORM)):
+    for cat, reg in _REGISTRIES.items():
         for name in reg:
             codes[(cat, name)] = len(colors)
             colors.append(color(cat, name))
@@ -87,7 +77,7 @@ def grid_figure(stack_plan: Any, *, selected: list[int] | None = None, height: i
             name = getattr(layer, cat)
             (z_repeat if repeat else z_first)[r][j] = codes[(cat, name)]
             if show_text:
-                text[r][j] = ABBREV.get(name, name[:5])
+                text[r][j] = abbrev(cat, name)
             xs.append(j)
             ys.append(r)
             custom.append([layer.unique_index, cat, name])

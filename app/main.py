@@ -35,6 +35,22 @@ logging.basicConfig(level=logging.INFO)
 state.init()
 
 
+@st.cache_resource
+def _plugins() -> str | None:
+    """Load BACKEND_PLUGINS once per server process (kinds are process-wide, like the registry)."""
+    from backend.plugins import load_env
+
+    try:
+        load_env()
+    except DesignError as exc:
+        return str(exc)
+    return None
+
+
+if (_plugin_error := _plugins()) is not None:
+    st.error(_plugin_error, icon=":material/extension_off:")
+
+
 def _load_share_link() -> None:
     """Decode ``?d=`` once per token; a bad link is an error message, never a crash."""
     token = st.query_params.get("d")
@@ -66,6 +82,7 @@ pages = [
     st.Page(str(PAGES / "designer.py"), title="Designer", icon=":material/grid_view:", default=True, url_path="designer"),
     st.Page(str(PAGES / "analysis.py"), title="Analysis", icon=":material/bar_chart:", url_path="analysis"),
     st.Page(str(PAGES / "diagram.py"), title="Diagram", icon=":material/account_tree:", url_path="diagram"),
+    st.Page(str(PAGES / "training.py"), title="Training plan", icon=":material/memory:", url_path="training"),
     st.Page(str(PAGES / "smoke.py"), title="Smoke test", icon=":material/local_fire_department:", url_path="smoke"),
     st.Page(str(PAGES / "probe.py"), title="Probe", icon=":material/model_training:", url_path="probe"),
     st.Page(str(PAGES / "export.py"), title="Export / Import", icon=":material/import_export:", url_path="export"),

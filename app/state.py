@@ -17,6 +17,7 @@ import streamlit as st
 
 from backend.errors import DesignError
 from backend.plan import Plan, resolve_plan
+from backend.registry import role
 from backend.spec import Design, load_design, parse_design_text
 
 import edits
@@ -46,8 +47,8 @@ DEFAULT_PRESET = "hybrid"
 FALLBACK_DESIGN = {
     "name": "hybrid-demo",
     "description": "A 12-layer hybrid decoder.",
-    "layers": {"n_layers": 12, "attention": "self_sdpa", "mlp": "swiglu",
-               "rules": [{"when": {"range": [0, 4]}, "attention": "spectral"}]},
+    "layers": {"n_layers": 12, "attention": role("attention", "full"), "mlp": role("mlp", "default"),
+               "rules": [{"when": {"range": [0, 4]}, "attention": role("attention", "cheap")}]},
 }
 
 
@@ -57,7 +58,8 @@ def canonical(design: Design) -> str:
 
 
 def default_design() -> Design:
-    from backend.presets import find_preset, load_preset
+    from backend.presets import find_preset
+    from backend.spec import load_preset
 
     try:
         if find_preset(DEFAULT_PRESET) is not None:
@@ -221,6 +223,14 @@ def cached_flops_curve(design_json: str, seq_lens: tuple[int, ...]) -> list[dict
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
+def cached_training_plan(design_json: str, layout_json: str) -> dict[str, Any]:
+    """``backend.training.plan.plan_training`` for a layout given as JSON keyword arguments."""
+    from backend.training.plan import plan_training
+
+    return plan_training(cached_plan(design_json), **json.loads(layout_json))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
 def cached_dot(design_json: str) -> str:
     from backend.diagram import plan_to_dot
 
@@ -243,7 +253,7 @@ def cached_export(design_json: str, fmt: str, resolved: bool = False) -> tuple[s
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def cached_preset(name: str) -> Design:
-    from backend.presets import load_preset
+    from backend.spec import load_preset
 
     return load_preset(name)
 

@@ -36,6 +36,7 @@ def model_config(source: Source) -> dict[str, Any]:
     plan = source if isinstance(source, Plan) else resolve_plan(source)
     d = plan.design
     cfg: dict[str, Any] = {k: getattr(d, k) for k in _MODEL_KEYS}
+    cfg["tie_embeddings"] = d.tied  # resolved (null = automatic in the design)
     cfg["n_kv_heads"] = d.kv_heads
     cfg["head_dim"] = d.attn_head_dim
     cfg["ffn_hidden"] = d.ffn_hidden
@@ -61,15 +62,16 @@ def model_config(source: Source) -> dict[str, Any]:
 
 def kinds_used(cfg: dict[str, Any]) -> set[tuple[str, str]]:
     """(category, kind) pairs a config needs registered."""
-    used = {("positional", cfg.get("positional", "rope")), ("norm", cfg.get("norm", "rms"))}
+    used = {("positional", cfg["positional"]), ("norm", cfg["norm"])}
     for st in cfg["stacks"].values():
         if st.get("cross"):
             used.add(("cross", "cross"))
         for layer in st["layers"]:
             for cat in ("attention", "mlp", "norm"):
                 used.add((cat, layer[cat]))
-            if layer["mlp"] == "moe":
-                used.add(("mlp", layer.get("config", {}).get("mlp", {}).get("expert", "swiglu")))
+            mlp = REGISTRIES["mlp"].get(layer["mlp"])
+            if mlp is not None:  # kinds this MLP builds inside (a MoE's experts)
+                used.update(("mlp", sub) for sub in mlp.sub_kinds(layer.get("config", {}).get("mlp", {})))
     return used
 
 

@@ -33,8 +33,21 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m backend", description="Transformer architecture designer")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                   help="load a file that defines and registers layer kinds (docs/KINDS.md); repeatable; "
+                        "also BACKEND_PLUGINS=a.py:b.py")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("plan", help="print the resolved table of executed layers")
@@ -53,6 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seq-len", type=_positive, default=None, help="sequence length (default max_seq_len)")
     s.add_argument("--batch", type=_positive, default=1)
     s.add_argument("--dtype", choices=DTYPES, default="bf16", help="dtype for memory figures")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("plan-training", help="per-GPU memory, fit, FLOP conventions and time of a parallel training layout")
+    s.add_argument("design")
+    s.add_argument("--gpu", default="h100-sxm", help="GPU from the catalogue (backend/training/hardware.py)")
+    s.add_argument("--gpus", type=_positive, default=8, help="number of GPUs (dp x tp x pp)")
+    s.add_argument("--tp", type=_positive, default=1, help="tensor-parallel degree")
+    s.add_argument("--sp", action="store_true", help="sequence parallelism (with tp > 1)")
+    s.add_argument("--pp", type=_positive, default=1, help="pipeline-parallel degree (1F1B schedule)")
+    s.add_argument("--zero", type=int, choices=(0, 1, 2, 3), default=1, help="ZeRO stage (3 = FSDP full sharding)")
+    s.add_argument("--recompute", choices=("none", "selective", "full"), default="selective")
+    s.add_argument("--seq-len", type=_positive, default=None, help="training sequence length (default max_seq_len)")
+    s.add_argument("--micro-batch", type=_positive, default=1, help="sequences per micro-batch per GPU")
+    s.add_argument("--global-batch", type=_positive, default=1024, help="sequences per optimizer step")
+    s.add_argument("--tokens", type=_positive_float, default=1e12, help="training tokens (e.g. 1e12)")
+    s.add_argument("--mfu", type=_positive_float, default=0.4, help="model FLOPs utilisation assumed for time (0-1)")
+    s.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16", help="training precision")
     s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("smoke", help="build real weights and run the smoke test")
@@ -80,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resolved", action="store_true", help="JSON/YAML: write the explicit per-layer form")
     s.add_argument("-o", "--output", default=None, help="output path (default exports/<name>.<ext>; '-' for stdout)")
     s.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    s = sub.add_parser("from-code", help="print the design(s) a seed-style Python script builds (migration)")
+    s.add_argument("script", help="a Python file written against the seed systems' APIs")
+    s.add_argument("--quiet", action="store_true", help="drop the script's own prints (default: sent to stderr)")
+    s.add_argument("--compact", action="store_true", help="leave out fields that have their default value")
+    s.add_argument("--meta", action="store_true", help="build the script's seed models on the meta device (no weights; "
+                                                         "for scripts that only construct models)")
 
     s = sub.add_parser("library", help="shared design library")
     lib = s.add_subparsers(dest="library_command", required=True, parser_class=_Parser)
@@ -186,14 +223,21 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "analyze": _lazy(".analysis.report", "cli_analyze"),
     "smoke": _lazy(".analysis.smoke", "cli_smoke"),
     "probe": _lazy(".probe.runner", "cli_probe"),
+    "plan-training": _lazy(".training.report", "cli_plan_training"),
     "export": _lazy(".export", "cli_export"),
     "library": _lazy(".library", "cli_library"),
+    "from-code": _lazy(".seedcode", "cli_from_code"),
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from .plugins import load_env, load_plugin
+
+        load_env()
+        for path in args.plugin:
+            load_plugin(path)
         return COMMANDS[args.command](args)
     except DesignError as exc:
         print(f"error: {exc}", file=sys.stderr)

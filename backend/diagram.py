@@ -18,12 +18,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from .plan import Plan, ResolvedLayer, StackPlan
+from .registry import ATTENTION
 
-# Node fill per attention kind (kept in step with the app's grid colours).
-ATTENTION_FILL = {
-    "self_sdpa": "#C6D7EA", "self_flex": "#CDE8E6", "diff_attn": "#E6D3E1", "token_param": "#F9ECB8",
-    "spectral": "#FCD9B5", "frequency": "#F6C9C9", "linear": "#CFE6CA", "causal_linear": "#DDF0D8",
-}
+
+def attention_fill(kind: str) -> str:
+    """A pale node fill from the kind's own colour (``KindInfo.color``), 70 % towards white."""
+    info = ATTENTION.get(kind)
+    hexcol = (info.color if info else "") or "#BBBBBB"
+    r, g, b = (int(hexcol[i:i + 2], 16) for i in (1, 3, 5))
+    return "#" + "".join(f"{round(c + (255 - c) * 0.7):02X}" for c in (r, g, b))
+
+
 SHARED_COLOR = "#8E44AD"
 
 
@@ -138,7 +143,7 @@ def _input_label(design: Any, stack: str) -> str:
 def _head_label(design: Any) -> str:
     t = design.task
     if t in ("lm", "mlm", "seq2seq"):
-        tied = "tied to the embedding" if design.tie_embeddings else "untied"
+        tied = "tied to the embedding" if design.tied else "untied"
         return f"{'LM' if t != 'mlm' else 'MLM'} head -> {design.vocab_size} logits ({tied})"
     return f"{t} head -> {design.output_dim}"
 
@@ -177,7 +182,7 @@ def plan_to_dot(plan: Plan, *, title: str | None = None) -> str:
             nodes = []
             for r, run in enumerate(seg.runs):
                 node = f"{stack}_s{s}_r{r}"
-                fill = ATTENTION_FILL.get(run.layer.attention, "#EEEEEE")
+                fill = attention_fill(run.layer.attention)
                 extra = f", color=\"{SHARED_COLOR}\", penwidth=2" if seg.kind in ("block", "each") else ""
                 out.append(f"{indent}{node} [label={_q(_block_label(run, seg, design))}, fillcolor=\"{fill}\"{extra}];")
                 nodes.append(node)

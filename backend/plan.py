@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import DesignError, format_path, short_repr
-from .registry import ATTENTION, ATTENTION_ALIASES, CROSS, MLP, NORM, KindInfo, kind
+from .kinds.base import KindError
+from .registry import ATTENTION, ATTENTION_ALIASES, CROSS, MLP, POSITIONAL, KindInfo, kind, role
 from .spec import Design, LayerEntry, LayerParams, Rule, Stack, When, load_design
 
 CATEGORIES = ("attention", "mlp", "norm")
@@ -147,8 +148,14 @@ def _str_param(params: dict[str, Any], key: str, default: str) -> str:
     return value
 
 
-def _other(stack: Stack, preferred: str = "spectral") -> str:
-    return preferred if stack.attention != preferred else "self_sdpa"
+def _full() -> str:
+    return role("attention", "full")
+
+
+def _other(stack: Stack) -> str:
+    """The patterns' default partner of the stack's kind: a cheap mixer, or full attention if the stack is cheap."""
+    cheap = role("attention", "cheap")
+    return cheap if stack.attention != cheap else _full()
 
 
 def _uniform(n: int, stack: Stack, p: dict[str, Any]) -> list[tuple[str, str | None]]:
@@ -173,19 +180,20 @@ def _alternating(n: int, stack: Stack, p: dict[str, Any]) -> list[tuple[str, str
 
 
 def _sandwich(n: int, stack: Stack, p: dict[str, Any]) -> list[tuple[str, str | None]]:
-    outer = _str_param(p, "outer", "self_sdpa")
+    outer = _str_param(p, "outer", _full())
     inner = _str_param(p, "inner", stack.attention if stack.attention != outer else _other(stack))
     n_outer = _int_param(p, "n_outer", 1, lo=0)
     return [(outer if (i < n_outer or i >= n - n_outer) else inner, None) for i in range(n)]
 
 
 def _pyramid(n: int, stack: Stack, p: dict[str, Any]) -> list[tuple[str, str | None]]:
-    kinds = _kinds_list(p, "kinds", ["spectral", stack.attention if stack.attention != "spectral" else "self_sdpa"])
+    cheap = role("attention", "cheap")
+    kinds = _kinds_list(p, "kinds", [cheap, stack.attention if stack.attention != cheap else _full()])
     return [(kinds[min(len(kinds) - 1, i * len(kinds) // n)], None) for i in range(n)]
 
 
 def _sparse_special(n: int, stack: Stack, p: dict[str, Any]) -> list[tuple[str, str | None]]:
-    special = _str_param(p, "special", "self_sdpa")
+    special = _str_param(p, "special", _full())
     base = _str_param(p, "base", stack.attention if stack.attention != special else _other(stack))
     every = _int_param(p, "every", 4, lo=1)
     offset = _int_param(p, "offset", every - 1, lo=0)
@@ -264,7 +272,7 @@ def to_string(layers: list[tuple[str, str]], default_mlp: str | None = None) -> 
         while j < len(layers) and layers[j] == layers[i]:
             j += 1
         att, mlp = layers[i]
-        name = {"self_sdpa": "SDPA", "self_flex": "FLEX"}.get(att, att.upper())
+        name = ATTENTION[att].token if att in ATTENTION else att.upper()
         if mlp and mlp != default_mlp:
             name += ":" + mlp.upper()
         out.append(name if j - i == 1 else f"{name}*{j - i}")
@@ -328,57 +336,67 @@ class _Slot:
                 self.overrides[cat][key] = (value, origin + ["params", cat, key])
 
 
-def _resolve_stack(design: Design, name: str, stack: Stack, warnings: list[str]) -> StackPlan:
-    n = stack.n_layers
-    causal = design.is_causal(name)
-    has_cross = name == "decoder"
-    default_norm = stack.norm or design.norm
-    slots = [
-        _Slot({"attention": stack.attention, "mlp": stack.mlp, "norm": default_norm},
+def _new_slots(design: Design, name: str, stack: Stack) -> list[_Slot]:
+    """Step 1: every unique layer starts from the stack defaults."""
+    norm = stack.norm or design.norm
+    return [
+        _Slot({"attention": stack.attention, "mlp": stack.mlp, "norm": norm},
               {"attention": [name, "attention"], "mlp": [name, "mlp"], "norm": [name, "norm"]})
-        for _ in range(n)
+        for _ in range(stack.n_layers)
     ]
 
-    if stack.pattern is not None:
-        pname = stack.pattern if isinstance(stack.pattern, str) else stack.pattern.name
-        pparams = {} if isinstance(stack.pattern, str) else dict(stack.pattern.params)
-        ppath = [name, "pattern"] + ([] if isinstance(stack.pattern, str) else ["name"])
-        if pname not in PATTERNS:
-            raise DesignError.at(ppath, f"unknown pattern {pname!r} (known: {', '.join(PATTERNS)})")
-        info = PATTERNS[pname]
-        for key in pparams:
-            if key not in info.params:
-                raise DesignError.at([name, "pattern", "params", key], f"unknown parameter for pattern {pname!r} (known: {', '.join(info.params) or 'none'})")
-        try:
-            assigned = info.fn(n, stack, pparams, causal=causal) if info.causal_aware else info.fn(n, stack, pparams)
-        except DesignError as exc:
-            raise DesignError(format_path([name, "pattern"]) + "." + exc.path, exc.message) from None
-        if len(assigned) != n:
-            raise DesignError.at(ppath, f"pattern {pname!r} produced {len(assigned)} layers for n_layers {n}")
-        origin = [name, "pattern"]
-        for slot, item in zip(slots, assigned):
-            att, mlp = item[0], item[1]
-            slot.set_kind("attention", att, origin)
-            if mlp is not None:
-                slot.set_kind("mlp", mlp, origin)
-            if len(item) > 2 and item[2]:
-                slot.set_params(LayerParams(**item[2]), origin)
-    elif stack.string is not None:
-        assigned = parse_string(stack.string, n, format_path([name, "string"]))
-        for slot, (att, mlp) in zip(slots, assigned):
-            slot.set_kind("attention", att, [name, "string"])
-            if mlp is not None:
-                slot.set_kind("mlp", mlp, [name, "string"])
-    elif stack.explicit is not None:
-        for i, (slot, entry) in enumerate(zip(slots, stack.explicit)):
-            origin = [name, "explicit", i]
-            for cat in CATEGORIES:
-                value = getattr(entry, cat)
-                if value is not None:
-                    slot.set_kind(cat, value, origin + [cat])
-            slot.set_params(entry.params, origin)
 
-    # Rules in order; remember which (layer, field) each rule set, for warnings.
+def _apply_pattern(slots: list[_Slot], name: str, stack: Stack, causal: bool) -> None:
+    """Step 2a: a named pattern assigns kinds (and optionally params) per layer."""
+    n = stack.n_layers
+    pname = stack.pattern if isinstance(stack.pattern, str) else stack.pattern.name
+    pparams = {} if isinstance(stack.pattern, str) else dict(stack.pattern.params)
+    ppath = [name, "pattern"] + ([] if isinstance(stack.pattern, str) else ["name"])
+    if pname not in PATTERNS:
+        raise DesignError.at(ppath, f"unknown pattern {pname!r} (known: {', '.join(PATTERNS)})")
+    info = PATTERNS[pname]
+    for key in pparams:
+        if key not in info.params:
+            raise DesignError.at([name, "pattern", "params", key], f"unknown parameter for pattern {pname!r} (known: {', '.join(info.params) or 'none'})")
+    try:
+        assigned = info.fn(n, stack, pparams, causal=causal) if info.causal_aware else info.fn(n, stack, pparams)
+    except DesignError as exc:
+        raise DesignError(format_path([name, "pattern"]) + "." + exc.path, exc.message) from None
+    if len(assigned) != n:
+        raise DesignError.at(ppath, f"pattern {pname!r} produced {len(assigned)} layers for n_layers {n}")
+    origin = [name, "pattern"]
+    for slot, item in zip(slots, assigned):
+        att, mlp = item[0], item[1]
+        slot.set_kind("attention", att, origin)
+        if mlp is not None:
+            slot.set_kind("mlp", mlp, origin)
+        if len(item) > 2 and item[2]:
+            slot.set_params(LayerParams(**item[2]), origin)
+
+
+def _apply_string(slots: list[_Slot], name: str, stack: Stack) -> None:
+    """Step 2b: the string notation assigns attention (and optionally MLP) kinds."""
+    assigned = parse_string(stack.string, stack.n_layers, format_path([name, "string"]))
+    for slot, (att, mlp) in zip(slots, assigned):
+        slot.set_kind("attention", att, [name, "string"])
+        if mlp is not None:
+            slot.set_kind("mlp", mlp, [name, "string"])
+
+
+def _apply_explicit(slots: list[_Slot], name: str, stack: Stack) -> None:
+    """Step 2c: an explicit per-layer list."""
+    for i, (slot, entry) in enumerate(zip(slots, stack.explicit)):
+        origin = [name, "explicit", i]
+        for cat in CATEGORIES:
+            value = getattr(entry, cat)
+            if value is not None:
+                slot.set_kind(cat, value, origin + [cat])
+        slot.set_params(entry.params, origin)
+
+
+def _apply_rules(slots: list[_Slot], name: str, stack: Stack, warnings: list[str]) -> None:
+    """Step 3: rules in order; warn about rules that match nothing or that later rules fully override."""
+    n = stack.n_layers
     last_setter: dict[tuple[int, str], int] = {}
     rule_sets: list[set[tuple[int, str]]] = []
     for r, rule in enumerate(stack.rules):
@@ -405,77 +423,96 @@ def _resolve_stack(design: Design, name: str, stack: Stack, warnings: list[str])
         if sets and all(last_setter[k] != r for k in sets):
             warnings.append(f"{format_path([name, 'rules', r])} is fully overridden by later rules")
 
-    # Finalise each unique layer: check kinds, causality and params.
-    stack_defaults = stack.params
-    for cat in ("cross",):
-        if getattr(stack_defaults, cat) and not has_cross:
-            raise DesignError.at([name, "params", cat], "cross-attention params only apply to the decoder of an encoder_decoder model")
-    unique: list[ResolvedLayer] = []
-    used_default_keys: dict[str, set[str]] = {c: set() for c in CATEGORIES + ("cross",)}
-    for i, slot in enumerate(slots):
-        infos: dict[str, KindInfo] = {}
-        for cat in CATEGORIES:
-            infos[cat] = kind(cat, slot.kinds[cat], slot.origin[cat])
-        att = infos["attention"]
-        if causal and not att.causal:
-            alt = " (use 'causal_linear')" if att.name == "linear" else ""
-            raise DesignError.at(slot.origin["attention"], f"{att.name!r} cannot run in a causal (decoder) stack{alt}; layer {i} of {name}")
-        if not causal and not att.bidirectional:
-            raise DesignError.at(slot.origin["attention"], f"{att.name!r} cannot run in a bidirectional (encoder) stack; layer {i} of {name}")
-        cats = CATEGORIES + (("cross",) if has_cross else ())
-        overrides: dict[str, dict[str, Any]] = {}
-        config: dict[str, dict[str, Any]] = {}
-        for cat in cats:
-            info = CROSS if cat == "cross" else infos[cat]
-            given: dict[str, Any] = {}
-            # stack-level defaults reach the layers whose kind takes the key
-            for key, value in getattr(stack_defaults, cat).items():
-                if key in info.params:
-                    given[key] = value
-                    used_default_keys[cat].add(key)
-            for key, (value, origin) in slot.overrides[cat].items():
-                if key not in info.params:
-                    known = ", ".join(sorted(info.params)) or "none"
-                    raise DesignError.at(origin, f"unknown parameter for {cat} kind {info.name!r} at layer {i} (known: {known})")
-                info.params[key].check(value, origin)
-                given[key] = value
-            # check stack defaults against this kind's schema too
-            config[cat] = info.resolve_params(given, [name, "params", cat])
-            if given:
-                overrides[cat] = given
-        _check_layer(design, infos, config, [name], i, slot.origin["attention"])
-        unique.append(ResolvedLayer(name, i, i, att.name, infos["mlp"].name, infos["norm"].name, causal, has_cross, overrides, config))
-    for cat in CATEGORIES + ("cross",):
-        for key in getattr(stack_defaults, cat):
-            if key not in used_default_keys[cat]:
-                raise DesignError.at([name, "params", cat, key], f"no layer's {cat} kind takes this parameter (kinds used: "
-                                     f"{', '.join(sorted({u.attention if cat == 'attention' else u.mlp if cat == 'mlp' else u.norm for u in unique})) if cat != 'cross' else 'cross'})")
 
-    mapping = _repeat_map(stack)
+def _check_placement(att: KindInfo, causal: bool, origin: list[Any], i: int, name: str) -> None:
+    """The attention kind may run in this stack (its own causal / bidirectional flags)."""
+    if causal and not att.causal:
+        alt = f" (use {att.causal_alternative!r})" if att.causal_alternative else ""
+        raise DesignError.at(origin, f"{att.name!r} cannot run in a causal (decoder) stack{alt}; layer {i} of {name}")
+    if not causal and not att.bidirectional:
+        raise DesignError.at(origin, f"{att.name!r} cannot run in a bidirectional (encoder) stack; layer {i} of {name}")
+
+
+def _finalise_layer(design: Design, name: str, stack: Stack, slot: _Slot, i: int, causal: bool, has_cross: bool,
+                    used_default_keys: dict[str, set[str]]) -> ResolvedLayer:
+    """Step 4: one unique layer's kinds looked up, params checked and filled, the kinds' own checks run."""
+    infos: dict[str, KindInfo] = {cat: kind(cat, slot.kinds[cat], slot.origin[cat]) for cat in CATEGORIES}
+    att = infos["attention"]
+    _check_placement(att, causal, slot.origin["attention"], i, name)
+    overrides: dict[str, dict[str, Any]] = {}
+    config: dict[str, dict[str, Any]] = {}
+    for cat in CATEGORIES + (("cross",) if has_cross else ()):
+        info = CROSS if cat == "cross" else infos[cat]
+        given: dict[str, Any] = {}
+        # stack-level defaults reach the layers whose kind takes the key
+        for key, value in getattr(stack.params, cat).items():
+            if key in info.params:
+                given[key] = value
+                used_default_keys[cat].add(key)
+        for key, (value, origin) in slot.overrides[cat].items():
+            if key not in info.params:
+                known = ", ".join(sorted(info.params)) or "none"
+                raise DesignError.at(origin, f"unknown parameter for {cat} kind {info.name!r} at layer {i} (known: {known})")
+            info.params[key].check(value, origin)
+            given[key] = value
+        config[cat] = info.resolve_params(given, [name, "params", cat])
+        if given:
+            overrides[cat] = given
+    _check_layer(design, infos, config, slot, name, i, causal)
+    return ResolvedLayer(name, i, i, att.name, infos["mlp"].name, infos["norm"].name, causal, has_cross, overrides, config)
+
+
+def _check_layer(design: Design, infos: dict[str, KindInfo], config: dict[str, dict[str, Any]], slot: _Slot,
+                 name: str, i: int, causal: bool) -> None:
+    """Each kind's own cross-field checks (``KindInfo.check``), located where the kind or param was set."""
+    positional = POSITIONAL[design.positional]
+    att = infos["attention"]
+    if positional.score_bias and att.uses_positions and not att.softmax:
+        raise DesignError.at(slot.origin["attention"],
+                             f"{att.name!r} cannot apply positional {positional.name!r} (it has no score matrix to bias); "
+                             f"layer {i} of {name}: use another positional scheme, or a softmax kind")
+    for cat in CATEGORIES:
+        try:
+            infos[cat].check(design, config[cat], causal=causal, positional=positional)
+        except KindError as exc:
+            if exc.param:  # where the offending param was set, else where the stack default would go
+                where = slot.overrides[cat].get(exc.param, (None, [name, "params", cat, exc.param]))[1]
+            else:  # where the kind was chosen
+                where = slot.origin[cat]
+            raise DesignError.at(where, f"layer {i} of {name}: {exc.message}") from None
+
+
+def _check_default_keys(name: str, stack: Stack, unique: list[ResolvedLayer], used: dict[str, set[str]]) -> None:
+    """Every stack-level default param must reach at least one layer whose kind takes it."""
+    for cat in CATEGORIES + ("cross",):
+        for key in getattr(stack.params, cat):
+            if key not in used[cat]:
+                kinds_used = "cross" if cat == "cross" else ", ".join(sorted({getattr(u, cat) for u in unique}))
+                raise DesignError.at([name, "params", cat, key], f"no layer's {cat} kind takes this parameter (kinds used: {kinds_used})")
+
+
+def _resolve_stack(design: Design, name: str, stack: Stack, warnings: list[str]) -> StackPlan:
+    """Defaults -> pattern | string | explicit -> rules -> checked unique layers -> repetition."""
+    causal = design.is_causal(name)
+    has_cross = name == "decoder"
+    slots = _new_slots(design, name, stack)
+    if stack.pattern is not None:
+        _apply_pattern(slots, name, stack, causal)
+    elif stack.string is not None:
+        _apply_string(slots, name, stack)
+    elif stack.explicit is not None:
+        _apply_explicit(slots, name, stack)
+    _apply_rules(slots, name, stack, warnings)
+    if stack.params.cross and not has_cross:
+        raise DesignError.at([name, "params", "cross"], "cross-attention params only apply to the decoder of an encoder_decoder model")
+    used: dict[str, set[str]] = {c: set() for c in CATEGORIES + ("cross",)}
+    unique = [_finalise_layer(design, name, stack, slot, i, causal, has_cross, used) for i, slot in enumerate(slots)]
+    _check_default_keys(name, stack, unique, used)
     executed = tuple(
         ResolvedLayer(name, j, u, unique[u].attention, unique[u].mlp, unique[u].norm, causal, has_cross, unique[u].params, unique[u].config)
-        for j, u in enumerate(mapping)
+        for j, u in enumerate(_repeat_map(stack))
     )
     return StackPlan(name, causal, tuple(unique), executed)
-
-
-def _check_layer(design: Design, infos: dict[str, KindInfo], config: dict[str, dict[str, Any]], path: list[Any], i: int,
-                 att_origin: list[Any] | None = None) -> None:
-    """Cross-field checks between a layer's params and the model (``att_origin``: where the attention kind was set)."""
-    att = config["attention"]
-    if design.positional == "alibi" and infos["attention"].name in ("linear", "causal_linear"):
-        raise DesignError.at(att_origin or path + ["attention"],
-                             f"{infos['attention'].name!r} (Performer) cannot apply positional 'alibi' (it has no score "
-                             f"matrix to bias); layer {i} of {path[0]}: use positional rope or none, or a softmax kind")
-    if infos["attention"].name in ("spectral",) and design.max_seq_len > 65536:
-        raise DesignError.at(path, f"layer {i}: spectral mixing keeps a filter per position; max_seq_len must be <= 65536, got {design.max_seq_len}")
-    if infos["attention"].name == "frequency" and att["modes"] > design.max_seq_len // 2 + 1:
-        raise DesignError.at(path + ["params", "attention", "modes"], f"layer {i}: at most max_seq_len//2+1 = {design.max_seq_len // 2 + 1} modes exist, got {att['modes']}")
-    mlp = config["mlp"]
-    if infos["mlp"].name == "moe" and mlp["top_k"] > mlp["num_experts"]:
-        raise DesignError.at(path + ["params", "mlp", "top_k"], f"layer {i}: must be <= num_experts {mlp['num_experts']}, got {mlp['top_k']}")
-    if infos["attention"].name == "diff_attn" and design.attn_head_dim % 2:
-        raise DesignError.at(path, f"layer {i}: diff_attn splits each head in two and needs an even head_dim, got {design.attn_head_dim}")
 
 
 def _repeat_map(stack: Stack) -> list[int]:

@@ -2,6 +2,7 @@
 
 A file dropped into the folder appears in :func:`list_presets` and everywhere a
 design is accepted (CLI, app). ``BACKEND_PRESETS_DIR`` adds another folder.
+This module only finds files; ``backend.spec.load_preset`` reads one.
 """
 from __future__ import annotations
 
@@ -34,13 +35,3 @@ def list_presets() -> list[str]:
 
 def find_preset(name: str) -> Path | None:
     return preset_files().get(name)
-
-
-def load_preset(name: str):
-    from .errors import DesignError
-    from .spec import parse_design_text
-
-    path = find_preset(name)
-    if path is None:
-        raise DesignError(name, f"unknown preset (known: {', '.join(list_presets())})")
-    return parse_design_text(path.read_bytes(), "yaml", source=str(path))

@@ -21,7 +21,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import DesignError, format_path, short_repr
-from .registry import ATTENTION, MLP, NORM, POSITIONAL, kind
+from .presets import find_preset, list_presets
+from .registry import ACTIVATIONS, ATTENTION, MLP, NORM, POSITIONAL, kind, role
 
 # Sane upper bounds: an absurd value is a clear error, never a hang or OOM.
 MAX_LAYERS = 1024  # unique layer definitions per stack
@@ -33,6 +34,7 @@ MAX_SEQ = 1_048_576
 MAX_FACTOR = 1024
 MAX_FILE_BYTES = 4 * 1024 * 1024
 
+TOKEN_TASKS = ("lm", "mlm", "seq2seq")  # tasks whose head predicts tokens
 Architecture = Literal["encoder", "decoder", "encoder_decoder"]
 Task = Literal["lm", "mlm", "regression", "sequence", "classification", "cluster_centers", "cluster_assignments", "seq2seq"]
 
@@ -154,8 +156,8 @@ class Stack(_Frozen):
     """A stack of layers (the `layers`, `encoder` or `decoder` block)."""
 
     n_layers: int = Field(ge=1, le=MAX_LAYERS, description="unique layer definitions (executed depth follows `repeat`)")
-    attention: str = Field("self_sdpa", description="default attention kind of every layer")
-    mlp: str = Field("swiglu", description="default MLP kind of every layer")
+    attention: str = Field(role("attention", "default"), description="default attention kind of every layer")
+    mlp: str = Field(role("mlp", "default"), description="default MLP kind of every layer")
     norm: Optional[str] = Field(None, description="default norm kind (null = the model's `norm`)")
     params: LayerParams = Field(default_factory=LayerParams, description="default params of every layer")
     pattern: Optional[Union[str, PatternRef]] = None
@@ -206,16 +208,19 @@ class Design(_Frozen):
     head_dim: Optional[int] = Field(None, ge=1, le=4096, description="null = hidden_size // n_heads")
     mlp_hidden: Optional[int] = Field(None, ge=1, le=1 << 20, description="explicit FFN width")
     expansion_ratio: float = Field(4.0, gt=0, le=64)
-    activation: Literal["gelu", "relu", "silu", "mish"] = "gelu"
+    activation: str = Field(ACTIVATIONS[0], json_schema_extra={"enum": list(ACTIVATIONS)},
+                            description="activation of the dense `mlp` kind (and MoE experts of that kind)")
     max_seq_len: int = Field(2048, ge=1, le=MAX_SEQ)
-    positional: Literal["rope", "sinusoidal", "learned", "alibi", "none"] = "rope"
+    positional: str = Field(role("positional", "default"), json_schema_extra={"enum": list(POSITIONAL)},
+                            description="positional scheme (a positional kind of the registry)")
     rope_theta: float = Field(10000.0, gt=0, le=1e9)
-    norm: Literal["layer", "rms", "scale", "rezero", "adaptive"] = "rms"
+    norm: str = Field(role("norm", "default"), json_schema_extra={"enum": list(NORM)}, description="norm kind of every layer")
     norm_placement: Literal["pre", "post", "pre_post"] = "pre"
     norm_eps: float = Field(1e-5, gt=0, lt=1)
     bias: bool = False
     qkv_bias: bool = False
-    tie_embeddings: bool = True
+    tie_embeddings: Optional[bool] = Field(None, description="share the input embedding with the output head; "
+                                           "null = automatic (tied for token-predicting tasks with a vocabulary)")
     final_norm: bool = True
     dropout: float = Field(0.0, ge=0, lt=1)
     init_std: float = Field(0.02, gt=0, le=10, description="std of the normal weight init (output projections scaled by 1/sqrt(2*depth))")
@@ -226,6 +231,10 @@ class Design(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> "Design":
+        kind("norm", self.norm, ["norm"])
+        kind("positional", self.positional, ["positional"])
+        if self.activation not in ACTIVATIONS:
+            raise _err(["activation"], f"must be one of {', '.join(ACTIVATIONS)}; got {short_repr(self.activation)}")
         arch = self.architecture
         if arch == "encoder_decoder":
             if self.encoder is None or self.decoder is None:
@@ -254,7 +263,7 @@ class Design(_Frozen):
             raise _err(["output_dim"], f"task {self.task!r} needs output_dim, got null")
         if self.task == "cluster_centers" and self.input_dim is None:
             raise _err(["input_dim"], "task 'cluster_centers' predicts centers in input space and needs input_dim, got null")
-        if self.tie_embeddings and self.task not in ("lm", "mlm", "seq2seq"):
+        if self.tie_embeddings and self.task not in TOKEN_TASKS:
             raise _err(["tie_embeddings"], f"only applies to token-predicting tasks (lm, mlm, seq2seq); got task {self.task!r} (set it to false)")
         if self.head_dim is None and self.hidden_size % self.n_heads != 0:
             raise _err(["n_heads"], f"must divide hidden_size {self.hidden_size} (or set head_dim), got {self.n_heads}")
@@ -262,8 +271,8 @@ class Design(_Frozen):
             raise _err(["n_kv_heads"], f"must divide n_heads {self.n_heads}, got {self.n_kv_heads}")
         if self.kv_heads > self.n_heads:
             raise _err(["n_kv_heads"], f"must be <= n_heads {self.n_heads}, got {self.n_kv_heads}")
-        if self.positional == "rope" and self.attn_head_dim % 2:
-            raise _err(["head_dim"], f"rope needs an even head_dim, got {self.attn_head_dim}")
+        if POSITIONAL[self.positional].rotary and self.attn_head_dim % 2:
+            raise _err(["head_dim"], f"{self.positional} rotates channel pairs and needs an even head_dim, got {self.attn_head_dim}")
         if self.n_heads * self.attn_head_dim > 4 * MAX_WIDTH:
             raise _err(["head_dim"], f"n_heads * head_dim = {self.n_heads * self.attn_head_dim} exceeds {4 * MAX_WIDTH}")
         if self.ffn_hidden > 1 << 20:
@@ -271,6 +280,13 @@ class Design(_Frozen):
         return self
 
     # ---- derived values (properties, so nothing is lost when written out) ----
+    @property
+    def tied(self) -> bool:
+        """Whether the head shares the embedding (``tie_embeddings``, or automatic when null)."""
+        if self.tie_embeddings is not None:
+            return self.tie_embeddings
+        return self.task in TOKEN_TASKS and self.vocab_size is not None
+
     @property
     def kv_heads(self) -> int:
         return self.n_kv_heads or self.n_heads
@@ -509,6 +525,14 @@ def read_document(path: Union[str, Path]) -> Any:
     return parse_document(path.read_bytes(), fmt, source=str(path))
 
 
+def load_preset(name: str) -> Design:
+    """The design of a preset (a YAML file in ``presets/``, see ``backend.presets``)."""
+    path = find_preset(name)
+    if path is None:
+        raise DesignError(name, f"unknown preset (known: {', '.join(list_presets())})")
+    return parse_design_text(path.read_bytes(), "yaml", source=str(path))
+
+
 def load_design(source: Union[str, Path, dict, Design]) -> Design:
     """A Design from a Design, a dict, a file path, a preset name, or YAML/JSON text."""
     if isinstance(source, Design):
@@ -520,8 +544,6 @@ def load_design(source: Union[str, Path, dict, Design]) -> Design:
         path = Path(source)
         if path.is_file():
             return design_from_dict(read_document(path))
-        from .presets import find_preset
-
         preset = find_preset(str(source))
         if preset is not None:
             return parse_design_text(preset.read_bytes(), "yaml", source=str(preset))

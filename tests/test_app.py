@@ -276,7 +276,7 @@ def test_smoke_page_passes_for_a_small_design():
 def test_smoke_page_refuses_oversize_design():
     at = _app()
     at.session_state[state.PENDING_EDITS_KEY] = []
-    from backend.presets import load_preset
+    from backend.spec import load_preset
 
     at.session_state[state.DESIGN_YAML_KEY] = load_preset("llama2_70b").to_yaml()
     at.run()

@@ -39,7 +39,8 @@ from backend.build import build_model  # noqa: E402
 from backend.export import export_bytes, export_text  # noqa: E402
 from backend.export.standalone import literal, modules_for, render  # noqa: E402
 from backend.plan import resolve_plan  # noqa: E402
-from backend.presets import list_presets, load_preset  # noqa: E402
+from backend.presets import list_presets
+from backend.spec import load_preset  # noqa: E402
 from backend.spec import Design, load_design  # noqa: E402
 
 PRESETS = list_presets()

@@ -10,7 +10,8 @@ import torch
 
 from backend.build import build_model, kinds_used, model_config
 from backend.plan import resolve_plan
-from backend.presets import list_presets, load_preset
+from backend.presets import list_presets
+from backend.spec import load_preset
 from backend.registry import CROSS, REGISTRIES
 
 # Published totals (unique parameters, embeddings included).

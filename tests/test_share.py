@@ -12,7 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from backend.errors import DesignError
-from backend.presets import list_presets, load_preset
+from backend.presets import list_presets
+from backend.spec import load_preset
 from backend.share import MAX_JSON_BYTES, MAX_TOKEN_CHARS, PARAM, decode_design, encode_design, share_url
 from backend.spec import load_design
 

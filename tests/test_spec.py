@@ -32,6 +32,15 @@ def error_of(data) -> DesignError:
 # ---- defaults ------------------------------------------------------------------
 
 
+def test_tie_embeddings_default_is_automatic_and_never_an_error():
+    """A default must never make a design invalid: non-token tasks that never mention it are untied."""
+    seed_style = make(task="cluster_centers", vocab_size=None, input_dim=2, output_dim=4, layers={"n_layers": 2})
+    assert seed_style.tie_embeddings is None and not seed_style.tied
+    clf = make(architecture="encoder", task="classification", output_dim=3, layers={"n_layers": 2})
+    assert not clf.tied
+    assert make(layers={"n_layers": 2}).tied  # lm with a vocabulary: tied
+
+
 def test_defaults_match_design_md():
     d = make()
     assert (d.name, d.architecture, d.task) == ("untitled", "decoder", "lm")
@@ -40,7 +49,8 @@ def test_defaults_match_design_md():
     assert d.expansion_ratio == 4.0 and d.activation == "gelu"
     assert (d.max_seq_len, d.positional, d.rope_theta) == (2048, "rope", 10000.0)
     assert (d.norm, d.norm_placement, d.norm_eps) == ("rms", "pre", 1e-5)
-    assert (d.bias, d.qkv_bias, d.tie_embeddings, d.final_norm, d.dropout) == (False, False, True, True, 0.0)
+    assert (d.bias, d.qkv_bias, d.tie_embeddings, d.final_norm, d.dropout) == (False, False, None, True, 0.0)
+    assert d.tied  # automatic: tied for a token-predicting task with a vocabulary
     s = d.layers
     assert (s.attention, s.mlp, s.norm, s.pattern, s.string, s.explicit, s.rules) == ("self_sdpa", "swiglu", None, None, None, None, [])
     assert s.repeat.mode == "none" and s.repeat.factor == 1 and s.flow.mode == "none"
@@ -91,7 +101,7 @@ def test_to_dict_roundtrip_and_exclude_defaults():
         ({**BASE, "vocab_size": None}, "vocab_size"),  # neither tokens nor features
         ({**BASE, "input_dim": 3}, "vocab_size"),  # both
         ({**BASE, "task": "regression", "tie_embeddings": False}, "output_dim"),
-        ({**BASE, "task": "regression", "output_dim": 1}, "tie_embeddings"),
+        ({**BASE, "task": "regression", "output_dim": 1, "tie_embeddings": True}, "tie_embeddings"),
         ({**BASE, "task": "cluster_centers", "output_dim": 4, "tie_embeddings": False}, "input_dim"),
         ({**BASE, "expansion_ratio": 64.0, "hidden_size": 65536, "n_heads": 8}, "expansion_ratio"),
         ({"layers": {"n_layers": 2, "string": "SDPA*2", "pattern": "uniform"}}, "layers.string"),

@@ -113,6 +113,45 @@ with state.shown_errors("the comparison"):
     st.subheader("Numbers")
     st.dataframe(table.style.apply(_mark, axis=1), hide_index=True, width="stretch", height=38 + 35 * len(table))
 
+    st.subheader("Training plan")
+    if st.toggle("Compare training plans", value=False, key="compare_training",
+                 help="Per-GPU memory, fit and time of both designs on the same cluster and layout"):
+        from backend.training.hardware import GPUS
+
+        c = st.columns(5)
+        gpu = c[0].selectbox("GPU", list(GPUS), format_func=lambda k: GPUS[k].name, key="compare_gpu")
+        gpus = c[1].number_input("GPUs", min_value=1, max_value=1 << 20, value=8, step=1, key="compare_gpus")
+        tp = c[2].selectbox("Tensor parallel", [1, 2, 4, 8], key="compare_tp")
+        zero = c[3].selectbox("ZeRO", [0, 1, 2, 3], index=1, key="compare_zero")
+        seq = c[4].number_input("Sequence length", min_value=1, max_value=1 << 22,
+                                value=min(da.max_seq_len, db.max_seq_len), step=1, key="compare_seq")
+        layout = json.dumps({"gpu": gpu, "gpus": int(gpus), "tp": int(tp), "sp": tp > 1, "zero": int(zero),
+                             "seq_len": int(seq), "global_batch": int(gpus) * 8, "fit_table": True}, sort_keys=True)
+        with st.spinner("Planning both designs..."):
+            pa, pb = state.cached_training_plan(ja, layout), state.cached_training_plan(jb, layout)
+
+        def _first_fit(p: dict[str, Any]) -> str:
+            rows = p["fit_table"]["rows"]
+            if not rows:
+                return "none"
+            r0 = rows[0]
+            return f"tp {r0['tp']} pp {r0['pp']} ZeRO-{r0['zero']} {r0['recompute']}"
+
+        trows: list[tuple[str, Any, Any, Any]] = [
+            ("per-GPU memory", pa["memory"]["total_bytes"], pb["memory"]["total_bytes"], ui.fmt_bytes),
+            ("activations per GPU", pa["memory"]["activations_bytes"], pb["memory"]["activations_bytes"], ui.fmt_bytes),
+            ("fits", pa["memory"]["fits"], pb["memory"]["fits"], lambda v: "yes" if v else "no"),
+            ("FLOPs / token (causal-aware)", pa["flops"]["exact_causal"]["per_token"], pb["flops"]["exact_causal"]["per_token"], ui.fmt_count),
+            ("step time (s)", pa["time"]["step_s"], pb["time"]["step_s"], lambda v: f"{v:,.2f}"),
+            ("days for 1T tokens", pa["time"]["time_to_train_days"], pb["time"]["time_to_train_days"], lambda v: f"{v:,.1f}"),
+            ("GPU-hours", pa["time"]["gpu_hours"], pb["time"]["gpu_hours"], ui.fmt_count),
+            ("least-sharded layout that fits", _first_fit(pa), _first_fit(pb), str),
+        ]
+        tt = pd.DataFrame([{"": "≠" if a != b else "", "metric": k, "A": fmt(a), "B": fmt(b)} for k, a, b, fmt in trows])
+        st.dataframe(tt.style.apply(_mark, axis=1), hide_index=True, width="stretch", key="compare_training_table")
+        st.caption("Micro-batch 1, global batch 8 sequences per GPU, selective recompute, MFU 40 %; "
+                   "the Training plan page sets every knob.")
+
     st.subheader("Per-layer plans")
     la = {(e["stack"], e["index"]): e for e in ra["layers"]}
     lb = {(e["stack"], e["index"]): e for e in rb["layers"]}

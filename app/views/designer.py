@@ -10,7 +10,7 @@ import yaml
 
 from backend.errors import DesignError
 from backend.plan import PATTERNS, to_string
-from backend.registry import ATTENTION, MLP, NORM, REGISTRIES
+from backend.registry import ATTENTION, MLP, NORM, REGISTRIES, role
 
 import edits
 import grid
@@ -301,7 +301,7 @@ if tab_rules is not None:
                         st.rerun()
         ac = st.columns([2, 2, 2, 4])
         new_every = ac[0].number_input("New rule: every", min_value=1, value=2, step=1, key="new_rule_every")
-        new_kind = ac[1].selectbox("attention", list(ATTENTION), index=list(ATTENTION).index("spectral"), key="new_rule_kind")
+        new_kind = ac[1].selectbox("attention", list(ATTENTION), index=list(ATTENTION).index(role("attention", "cheap")), key="new_rule_kind")
         ac[2].write("")
         ac[2].button("Add rule", icon=":material/add:", key=state.key(f"add_rule_{edit_stack}"),
                      on_click=lambda: state.apply(lambda d: edits.add_rule(d, edit_stack, {"when": {"every": int(new_every)},

@@ -13,11 +13,12 @@ How it is measured, per *distinct* layer (``parts.block``), batch 1:
 * every sublayer of the real Block is run under ``FlopCounterMode`` on meta
   tensors (``counting.count``: FFT formulas registered, SDPA decomposes into
   counted ``bmm`` there);
-* softmax kinds (registry ``softmax``: self_sdpa, self_flex, diff_attn and
+* kinds with a softmax score matrix (the declaration's ``softmax`` flag, and
   cross-attention) are traced at ``S`` and ``2S``; their FLOPs are
   ``a S + c S^2`` exactly (projections + pairs), which separates the pair
   term ``c`` without knowing the kernel, and ``forward_causal`` replaces
-  ``c S^2`` by ``c * pairs``;
+  ``c S^2`` by ``c * pairs``, with ``pairs`` what the kind's own mask allows
+  (``AttentionKind.pairs``: causal, its window, a prefix-LM prefix);
 * MoE: data-dependent routing cannot run on meta, and the module's meta path
   (perfect balance, ``ceil(N k / E)`` tokens per expert) rounds up; the
   count is the router on all ``N`` tokens plus one expert traced on ``N``
@@ -30,11 +31,9 @@ How it is measured, per *distinct* layer (``parts.block``), batch 1:
   complex matmuls at 4 real MACs each); reductions and element-wise ops
   count zero on both sides (``closed_form`` lists them per kind).
 
-Causal-aware count per kind: softmax kinds (self_sdpa, self_flex, diff_attn)
-count the allowed pairs (causal ``S(S+1)/2``, windows and prefix-LM as
-masked); cross-attention all source tokens; token_param, spectral,
-frequency, linear and causal_linear have no S x S score matrix and count the
-same in both figures.
+Causal-aware count per kind: score-matrix kinds count the pairs their mask
+allows; cross-attention all source tokens; kinds without an S x S score
+matrix count the same in both figures (their cost is what runs).
 
 Results are cached per (model settings, layer config, S), so a 70B design
 traces its one distinct layer once and sums 80 executed layers.
@@ -47,10 +46,9 @@ from typing import Any
 import torch
 
 from . import parts
-from .closed_form import attention_pairs
 from .counting import count, meta_input
 from ..plan import Plan
-from ..registry import ATTENTION
+from ..registry import ATTENTION, CROSS
 
 NORM_ATTRS = ("attn_norm", "attn_post_norm", "cross_norm", "cross_post_norm", "mlp_norm", "mlp_post_norm")
 
@@ -100,27 +98,25 @@ def block_flops(mkey: str, lkey: str, causal: bool, cross: bool, seq: int) -> di
     d = json.loads(mkey)["hidden_size"]
     acfg = layer.get("config", {}).get("attention", {})
     x = meta_input(1, seq, d)
-    kind = layer["attention"]
-    softmax = ATTENTION[kind].softmax if kind in ATTENTION else False
+    info = ATTENTION[layer["attention"]]
 
-    att, c, fixed = _attention(lambda h: blk.attn(h), d, seq, softmax)
-    window = int(acfg.get("window", 0) or 0)
-    prefix = int(acfg.get("prefix_len", 0) or 0)
-    pairs = attention_pairs(seq, seq, causal=causal, window=window, prefix=prefix)
+    att, c, fixed = _attention(lambda h: blk.attn(h), d, seq, info.softmax)
+    pairs = info.pairs(acfg, seq, causal=causal) if info.softmax else seq * seq
     att_causal = att - c * (seq * seq - pairs)
     pair_flops = c * seq * seq
 
     cross_f = cross_c = 0.0
     if cross and blk.cross is not None:
         cross_f, cc, _ = _attention(lambda h: blk.cross(h, h), d, seq, True)
-        cross_c = cross_f  # cross-attention sees every source token
+        ccfg = layer.get("config", {}).get("cross", {})
+        cross_c = cross_f - cc * (seq * seq - CROSS.pairs(ccfg, seq, causal=False))
         pair_flops += cc * seq * seq
 
     mlp = mlp_flops_traced(blk.mlp, x)
     norm = 0
     for name in NORM_ATTRS:
         m = getattr(blk, name, None)
-        if m is not None and not getattr(blk, "rezero", False):
+        if m is not None and not blk.scales_branch:
             norm += count(m, x)[0]
     dense = {"attention": att + cross_f, "mlp": mlp, "norm": norm}
     causal_aware = {"attention": att_causal + cross_c, "mlp": mlp, "norm": norm}

@@ -14,30 +14,14 @@ Assumptions, stated once:
   8 = 16 bytes/param as well; the split is reported. int8 is not a training
   dtype: its training figure uses the bf16 recipe.
 * **KV cache** (per executed layer: weight-shared layers still have one cache
-  each), what each module's cache object really holds after decoding
-  (checked against the tensors of a real cache in tests/test_memory.py):
-
-  - ``self_sdpa`` / ``self_flex``: ``KVCache`` with K and V of
-    (B, n_kv_heads, T, head_dim): ``2 * n_kv_heads * head_dim`` values per
-    token; a sliding window keeps the last ``window`` tokens (not with a
-    prefix-LM prefix, which stays visible);
-  - ``diff_attn``: ``KVCache`` with K of (B, 2 n_kv_heads, T, head_dim/2)
-    (two maps per kv head) and V of (B, n_kv_heads, T, head_dim): again
-    ``2 * n_kv_heads * head_dim`` per token;
-  - ``causal_linear``: ``StateCache`` with the running prefix sums
-    S (B, n_heads, m, head_dim) and z (B, n_heads, m), per *sequence*, not
-    per token: ``n_heads * m * (head_dim + 1)`` values, held in at least
-    float32 (the module computes its features in float32 when the model is
-    bf16/fp16);
-  - ``spectral`` (causal): ``StateCache`` holding every past ``v_proj``
-    output (B, T, n_heads, head_dim) for the convolution: ``n_heads *
-    head_dim`` values per token, in the model dtype (a real per-token cache);
-  - ``token_param``: a ``StateCache`` that only counts tokens: nothing;
-  - ``frequency`` and ``linear`` are bidirectional only: no cache;
-  - cross-attention: ``KVCache`` with the encoder's K/V, ``2 * n_kv_heads *
-    head_dim`` per *source* token, written once.
-  Padding masks (a bool per token, only when decoding with padding) are not
-  counted.
+  each): what each kind declares its module's cache holds after decoding
+  (``AttentionKind.cache``, a :class:`~backend.kinds.base.CacheLayout`:
+  bytes per token up to a token cap, plus constant per-sequence state),
+  checked against the tensors of real caches in tests/test_kind_contract.py;
+  cross-attention: ``KVCache`` with the encoder's K/V per *source* token,
+  written once. Padding masks (a bool per token, only when decoding with
+  padding) are not counted. The per-kind layouts are documented with each
+  declaration (``backend/kinds``).
 * **Activations** (what backward needs; Korthikanti et al. 2022, "Reducing
   Activation Recomputation in Large Transformer Models", arXiv 2205.05198,
   section 4.1, generalised to GQA / gated / MoE widths): per layer and token,
@@ -56,9 +40,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..registry import ATTENTION, CROSS, MLP
+
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
-SOFTMAX_KINDS = ("self_sdpa", "self_flex", "diff_attn")
-NO_CACHE_KINDS = ("token_param", "frequency", "linear")  # spectral (causal) caches its past inputs
 
 
 def dtype_bytes(dtype: str) -> int:
@@ -92,25 +76,16 @@ def training_bytes(n_params: int, dtype: str = "bf16") -> dict[str, int]:
 
 
 def layer_cache(design: Any, layer: Any, dtype: str = "bf16") -> dict[str, Any]:
-    """Cache of one executed layer: bytes per token, cap in tokens, constant bytes."""
+    """Cache of one executed layer: bytes per token, cap in tokens, constant bytes (the kind's declaration)."""
     b = dtype_bytes(dtype)
-    kv, dh, h = design.kv_heads, design.attn_head_dim, design.n_heads
     att = layer.attention
-    cfg = layer.config.get("attention", {})
     out = {"kind": att, "bytes_per_token": 0, "max_tokens": None, "state_bytes": 0, "cross_bytes_per_source_token": 0}
-    if layer.causal and att in SOFTMAX_KINDS:
-        out["bytes_per_token"] = 2 * kv * dh * b
-        window = cfg.get("window", 0) or 0
-        if cfg.get("prefix_len"):  # prefix-LM keeps the prefix visible: no sliding cache
-            window = 0
-        out["max_tokens"] = window or None
-    elif layer.causal and att == "causal_linear":
-        m = cfg.get("nb_features", 256)
-        out["state_bytes"] = h * m * (dh + 1) * max(b, 4)  # features run in >= float32
-    elif layer.causal and att == "spectral":
-        out["bytes_per_token"] = h * dh * b  # past v_proj outputs for the causal convolution
+    info = ATTENTION[att]
+    if layer.causal and info.cacheable:
+        c = info.cache(design, layer.config.get("attention", {}), b)
+        out.update(bytes_per_token=c.bytes_per_token, max_tokens=c.max_tokens, state_bytes=c.state_bytes)
     if layer.cross:
-        out["cross_bytes_per_source_token"] = 2 * kv * dh * b
+        out["cross_bytes_per_source_token"] = CROSS.cache(design, layer.config.get("cross", {}), b).bytes_per_token
     return out
 
 
@@ -158,41 +133,16 @@ def kv_cache(plan: Any, dtype: str = "bf16", seq_len: int | None = None, batch: 
 
 
 def _layer_activation_elems(design: Any, layer: Any, s: int, *, fused_attention: bool) -> tuple[float, float]:
-    """(elements per token saved for backward, dropout-mask elements per token)."""
-    D, H, KV, Dh = design.hidden_size, design.n_heads, design.kv_heads, design.attn_head_dim
-    att = layer.attention
-    a_cfg, m_cfg = layer.config.get("attention", {}), layer.config.get("mlp", {})
-    F = m_cfg.get("hidden") or design.ffn_hidden
-    e = D  # attention norm input
-    drop = 0.0
-    if att in SOFTMAX_KINDS or att == "cross":
-        e += H * Dh + 2 * KV * Dh + H * Dh
-        if not fused_attention:
-            w = a_cfg.get("window", 0) or 0
-            keys = min(s, w) if w else s
-            e += 2 * H * keys
-            drop += H * keys
-    elif att in ("linear", "causal_linear"):
-        m = a_cfg.get("nb_features", 256)
-        e += H * Dh + 2 * KV * Dh + 2 * H * m + H * Dh
-    elif att == "token_param":
-        n = a_cfg.get("num_param_tokens", 64)
-        e += 2 * H * Dh + H * n
-    else:  # spectral / frequency: spectrum in and out (complex = 2 reals)
-        e += 4 * D
+    """(elements per token saved for backward, dropout-mask elements per token); the kinds declare their parts."""
+    D = design.hidden_size
+    e, drop = ATTENTION[layer.attention].activation_elems(design, layer.config.get("attention", {}), s, fused=fused_attention)
+    e += D  # attention norm input
     if layer.cross:
-        e += D + 2 * H * Dh + (0 if fused_attention else 2 * H * s)
-    # MLP
-    kind = layer.mlp
-    u, mult = 1, 1
-    if kind == "moe":
-        mult = m_cfg.get("top_k", 2) + m_cfg.get("shared_experts", 0)
-        e += m_cfg.get("num_experts", 8)  # router logits
-        kind = m_cfg.get("expert", "swiglu")
-    if kind in ("swiglu", "geglu", "reglu"):
-        u = 2
-    e += D + mult * (u * F + F)
-    e += 2 * D
+        ce, cd = CROSS.activation_elems(design, layer.config.get("cross", {}), s, fused=fused_attention)
+        e += D + ce
+        drop += cd
+    e += D + MLP[layer.mlp].activation_elems(design, layer.config.get("mlp", {}))  # MLP norm input + the MLP
+    e += 2 * D  # norm statistics / residual
     drop += 2 * D
     return e, drop
 

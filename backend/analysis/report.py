@@ -10,9 +10,10 @@ Shape of the result (every number an int; bytes for ``dtype``)::
     memory:  dtype, weights_bytes, weights_bytes_by_dtype {fp32, bf16, fp16, int8},
              training {weights_bytes, grads_bytes, master_weights_bytes, optimizer_bytes, total_bytes},
              kv_cache_bytes_per_token, kv_cache_bytes_at_seq_len, kv_cache_bytes_at_max_seq_len,
-             kv_cache {...}, activations_bytes, activations {...}
+             kv_cache {...}, activations_bytes (as built: what autograd saves, no recompute),
+             activations {layers_bytes, embedding_bytes, head_bytes, encoder_output_bytes, loss_bytes, ...}
     layers:  one per executed layer: stack, index, unique_index, attention, mlp, norm,
-             params, flops, flops_causal, params_components, flops_components
+             params, flops, flops_causal, params_components, flops_components, activations_bytes
 
 Importing this module is cheap (no torch); :func:`analyze` imports the
 measuring modules on first use.
@@ -52,11 +53,13 @@ def analyze(design_or_plan: Any, *, seq_len: int | None = None, batch: int = 1, 
     ps = param_stats(plan)
     fs = flop_stats(plan, s, batch)
     kv = memory.kv_cache(plan, dtype, s, batch)
-    act = memory.activations(plan, s, batch, dtype)
+    from ..training.activations import as_built
+
+    act = as_built(plan, s, batch, dtype)  # measured with saved-tensor hooks (backend/training/activations.py)
     total = ps["total"]
 
     layers = []
-    for layer, p, f in zip(plan.layers, ps["per_executed_layer"], fs["per_executed_layer"]):
+    for layer, p, f, a in zip(plan.layers, ps["per_executed_layer"], fs["per_executed_layer"], act["per_layer"]):
         layers.append({
             "stack": layer.stack,
             "index": layer.index,
@@ -69,6 +72,7 @@ def analyze(design_or_plan: Any, *, seq_len: int | None = None, batch: int = 1, 
             "flops_causal": f["forward_causal"],
             "params_components": {k: p[k] for k in ("attention", "mlp", "norm", "other")},
             "flops_components": f["components"],
+            "activations_bytes": a["bytes"],
         })
     distinct = {(layer.stack, layer.unique_index) for layer in plan.layers}
     signatures = {layer.signature() for layer in plan.layers}
@@ -96,7 +100,7 @@ def analyze(design_or_plan: Any, *, seq_len: int | None = None, batch: int = 1, 
             "kv_cache_bytes_at_max_seq_len": kv["at_max_seq_len_bytes"],
             "kv_cache": kv,
             "activations_bytes": act["total_bytes"],
-            "activations": {k: v for k, v in act.items() if k != "per_layer_bytes"},
+            "activations": {k: v for k, v in act.items() if k != "per_layer"},
         },
         "layers": layers,
     }

@@ -234,7 +234,7 @@ def headline_numbers(design: Design) -> dict[str, Any]:
 
 def count_params(design: Design) -> int:
     """Exact ``sum(p.numel())`` of the backend's model built on the meta device."""
-    from .standalone import build_backend_model
+    from ..build import build_model  # torch: only when a count is asked for
 
-    model = build_backend_model(design, device="meta")
+    model = build_model(design, device="meta")
     return sum(p.numel() for p in model.parameters())

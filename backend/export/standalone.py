@@ -157,6 +157,47 @@ class NNModule:
     source: str
     tree: ast.Module
     deps: tuple[str, ...]  # sibling modules it imports
+    # top-level statements that belong to a plugin's declaration side (imports of backend.*
+    # outside backend.nn and what uses them): never inlined
+    excluded: frozenset[int] = frozenset()
+
+    @property
+    def label(self) -> str:
+        return f"backend/nn/{self.name}.py" if self.path.parent == NN_DIR else f"plugin {self.path.name}"
+
+
+def _nn_absolute(module: str | None) -> str | None:
+    """``"backend.nn.common"`` -> ``"common"`` (a plugin's import of a runtime module), else None."""
+    prefix = NN_PACKAGE + "."
+    if module and module.startswith(prefix) and "." not in module[len(prefix):]:
+        return module[len(prefix):]
+    return None
+
+
+def _declaration_side(tree: ast.Module) -> frozenset[int]:
+    """Indices of a plugin's statements that import from ``backend`` (outside ``backend.nn``) or use what
+    those define, transitively: the kind declaration and its registration, which the export leaves out."""
+    tainted: set[str] = set()
+    out: set[int] = set()
+    changed = True
+    while changed:
+        changed = False
+        for i, node in enumerate(tree.body):
+            if i in out:
+                continue
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                if any(m.split(".")[0] == "backend" and _nn_absolute(m) is None for m in mods):
+                    out.add(i)
+                    tainted.update((a.asname or a.name).split(".")[0] for a in node.names)
+                    changed = True
+                continue
+            refs = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            if refs & tainted:
+                out.add(i)
+                tainted.update(_defined_names(node) or ())
+                changed = True
+    return frozenset(out)
 
 
 def _is_allowed_import(module: str) -> bool:
@@ -165,13 +206,26 @@ def _is_allowed_import(module: str) -> bool:
 
 
 def read_module(name: str, nn_dir: Path = NN_DIR) -> NNModule:
-    path = nn_dir / f"{name}.py"
+    from ..plugins import plugin_path
+
+    plugin = plugin_path(name)
+    path = plugin if plugin is not None else nn_dir / f"{name}.py"
     if not path.is_file():
         raise ContractError(f"backend/nn/{name}.py does not exist")
     source = path.read_text(encoding="utf-8")
     tree = ast.parse(source, filename=str(path))
+    excluded = _declaration_side(tree) if plugin is not None else frozenset()
+    skip = {id(sub) for i in excluded for sub in ast.walk(tree.body[i])}
     deps: list[str] = []
     for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if plugin is not None and isinstance(node, ast.ImportFrom) and _nn_absolute(node.module):
+            if node not in tree.body:
+                raise ContractError(f"{path.name}:{node.lineno}: import runtime modules at the top level only")
+            if _nn_absolute(node.module) not in deps:
+                deps.append(_nn_absolute(node.module))
+            continue
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 if node.level != 1 or not node.module:
@@ -190,12 +244,16 @@ def read_module(name: str, nn_dir: Path = NN_DIR) -> NNModule:
             fn = node.func.id if isinstance(node.func, ast.Name) else node.func.attr
             if fn in ("import_module", "__import__"):
                 raise ContractError(f"{path.name}:{node.lineno}: dynamic import; the standalone file cannot follow it")
-    return NNModule(name, path, source, tree, tuple(deps))
+    return NNModule(name, path, source, tree, tuple(deps), excluded)
 
 
 def module_of(spec: str) -> str:
-    """``"backend.nn.attention:SelfSDPA"`` -> ``"attention"``."""
+    """``"backend.nn.attention:SelfSDPA"`` -> ``"attention"``; a loaded plugin's module keeps its name."""
+    from ..plugins import plugin_path
+
     mod = spec.partition(":")[0]
+    if plugin_path(mod) is not None:
+        return mod
     prefix = NN_PACKAGE + "."
     if not mod.startswith(prefix) or "." in mod[len(prefix):]:
         raise ContractError(f"kind module {spec!r} is not a file of backend/nn")
@@ -211,8 +269,7 @@ def modules_for(plan: Plan) -> list[str]:
         specs += [ATTENTION[layer.attention].module, MLP[layer.mlp].module, NORM[layer.norm].module]
         if layer.cross:
             specs.append(CROSS.module)
-        if layer.mlp == "moe":
-            specs.append(MLP[layer.config["mlp"]["expert"]].module)
+        specs += [MLP[sub].module for sub in MLP[layer.mlp].sub_kinds(layer.config.get("mlp", {}))]
     for spec in specs:
         name = module_of(spec)
         if name not in names:
@@ -266,8 +323,8 @@ def check_collisions(modules: list[NNModule]) -> None:
     for mod in modules:
         for name in sorted(_top_level_names(mod.tree)):
             if name in seen:
-                raise ContractError(f"backend/nn/{mod.name}.py and {seen[name]} both define {name!r}; the standalone file needs unique top-level names")
-            seen[name] = f"backend/nn/{mod.name}.py"
+                raise ContractError(f"{mod.label} and {seen[name]} both define {name!r}; the standalone file needs unique top-level names")
+            seen[name] = mod.label
 
 
 # ---------------------------------------------------------------------------
@@ -381,8 +438,12 @@ def prune(modules: list[NNModule], used: set[tuple[str, str]]) -> Pruning:
     defs: dict[str, list[tuple[str, int]]] = {}
     dead: set[tuple[str, int]] = set()  # registered for unused kinds only
     roots: list[tuple[str, int]] = []
+    excluded: list[tuple[str, int]] = []
     for mod in modules:
         for i, node in enumerate(mod.tree.body):
+            if i in mod.excluded:
+                excluded.append((mod.name, i))
+                continue
             if _skipped_by_strip(node, i):
                 continue
             key = (mod.name, i)
@@ -415,7 +476,7 @@ def prune(modules: list[NNModule], used: set[tuple[str, str]]) -> Pruning:
             work += [e for e in defs.get(name, []) if e not in dead]
 
     pruning = Pruning(drop={}, rewrite={})
-    for key in nodes:
+    for key in list(nodes) + excluded:
         if key not in kept:
             pruning.drop.setdefault(key[0], set()).add(key[1])
     kept_names = {name for key in kept for name in (_defined_names(nodes[key]) or ())}
@@ -465,10 +526,10 @@ def strip_module(mod: NNModule, pruning: Pruning | None = None) -> tuple[list[st
     body = mod.tree.body
     doc = ast.get_docstring(mod.tree, clean=True)
     for i, node in enumerate(body):
-        if not _skipped_by_strip(node, i):
+        if not _skipped_by_strip(node, i) or i in mod.excluded:
             continue
         drop.update(range(node.lineno - 1, node.end_lineno))
-        if isinstance(node, ast.ImportFrom) and node.level:
+        if isinstance(node, ast.ImportFrom) and (node.level or _nn_absolute(node.module)):
             aliases += [f"{a.asname} = {a.name}" for a in node.names if a.asname and a.asname != a.name]
         elif isinstance(node, (ast.Import, ast.ImportFrom)) and getattr(node, "module", None) != "__future__":
             hoisted.append(ast.unparse(node))
@@ -485,7 +546,7 @@ def strip_module(mod: NNModule, pruning: Pruning | None = None) -> tuple[list[st
             kept += replace[i].splitlines()
         elif i not in drop:
             kept.append(line)
-    out = [RULE, f"# backend/nn/{mod.name}.py"] + (["#"] + _comment(doc) if doc else []) + [RULE, ""]
+    out = [RULE, f"# {mod.label}"] + (["#"] + _comment(doc) if doc else []) + [RULE, ""]
     out += aliases
     # collapse the blank runs left where imports were
     for line in kept:
@@ -542,7 +603,8 @@ def _pruned_lines(mod: NNModule, lines: list[str], pruning: Pruning) -> set[int]
 
 def _has_code(mod: NNModule, pruning: Pruning) -> bool:
     """Whether anything of ``mod`` besides imports and its docstring survives pruning."""
-    return any(not _skipped_by_strip(node, i) and not pruning.dropped(mod.name, i) for i, node in enumerate(mod.tree.body))
+    return any(not _skipped_by_strip(node, i) and not pruning.dropped(mod.name, i) and i not in mod.excluded
+               for i, node in enumerate(mod.tree.body))
 
 
 def _is_main_guard(node: ast.If) -> bool:

@@ -5,8 +5,9 @@ classes are looked up by kind name in ``common.REGISTRY``), so the standalone
 export inlines this file unchanged. ``backend.build.model_config`` writes the
 dict from a design's resolved plan; nothing else is needed to rebuild a model.
 
-Config format (every value JSON-serialisable; missing optional keys take
-:data:`DEFAULTS`)::
+Config format (every value JSON-serialisable; every key below is required --
+``backend.build.model_config`` writes them all, so the design is the one home
+of every default; :data:`CONFIG_KEYS` lists them)::
 
     name, architecture        "encoder" | "decoder" | "encoder_decoder"
     task                      lm | mlm | seq2seq | regression | classification |
@@ -98,13 +99,12 @@ POOLED_TASKS = ("regression", "classification", "cluster_centers")
 PER_TOKEN_TASKS = ("sequence", "cluster_assignments")
 RESIDUAL_OUT_NAMES = ("w2", "fc2", "wo", "o_proj", "out_proj", "c_proj", "proj_out")
 
-DEFAULTS: dict[str, Any] = {
-    "name": "model", "architecture": "decoder", "task": "lm", "vocab_size": None, "input_dim": None,
-    "output_dim": None, "activation": "gelu", "max_seq_len": 2048, "positional": "rope",
-    "rope_theta": 10000.0, "norm": "rms", "norm_placement": "pre", "norm_eps": 1e-5, "bias": False,
-    "qkv_bias": False, "tie_embeddings": False, "final_norm": True, "dropout": 0.0, "init_std": 0.02,
-    "gradient_checkpointing": False,
-}
+CONFIG_KEYS = (
+    "name", "architecture", "task", "vocab_size", "input_dim", "output_dim", "hidden_size", "n_heads",
+    "n_kv_heads", "head_dim", "ffn_hidden", "activation", "max_seq_len", "positional", "rope_theta", "norm",
+    "norm_placement", "norm_eps", "bias", "qkv_bias", "tie_embeddings", "final_norm", "dropout", "init_std",
+    "gradient_checkpointing", "stacks",
+)
 
 
 def lookup(category: str, name: str) -> type:
@@ -130,13 +130,11 @@ def layer_context(cfg: dict[str, Any], *, causal: bool = True, index: int = 0, n
 
 
 def complete_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of ``cfg`` with defaults filled in (derived sizes too)."""
-    out = {**DEFAULTS, **copy.deepcopy(cfg)}
-    out.setdefault("n_kv_heads", None)
-    out["n_kv_heads"] = out["n_kv_heads"] or out["n_heads"]
-    out["head_dim"] = out.get("head_dim") or out["hidden_size"] // out["n_heads"]
-    out["ffn_hidden"] = out.get("ffn_hidden") or 4 * out["hidden_size"]
-    return out
+    """A deep copy of ``cfg``, refused when a key of :data:`CONFIG_KEYS` is missing (no defaults here)."""
+    missing = [k for k in CONFIG_KEYS if k not in cfg and k not in ("name", "stacks")]  # name: display only
+    if missing:
+        raise KeyError(f"model config lacks {', '.join(missing)} (backend.build.model_config writes every key)")
+    return copy.deepcopy(cfg)
 
 
 @dataclass
@@ -165,8 +163,8 @@ class Block(nn.Module):
         self.placement = cfg["norm_placement"]
         self.window = int(conf.get("attention", {}).get("window", 0) or 0)
         norm_cls = lookup("norm", layer["norm"])
-        self.rezero = bool(getattr(norm_cls, "scales_branch", False))
-        sandwich = self.placement == "pre_post" and not self.rezero
+        self.scales_branch = bool(getattr(norm_cls, "scales_branch", False))
+        sandwich = self.placement == "pre_post" and not self.scales_branch
 
         def norm() -> nn.Module:
             return norm_cls(sub("norm", layer["norm"]))
@@ -185,7 +183,7 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg["dropout"])
 
     def _residual(self, x: torch.Tensor, f, norm: nn.Module, post: nn.Module | None, s) -> torch.Tensor:
-        if self.rezero:
+        if self.scales_branch:
             return x + s * self.drop(norm.scale(f(x)))
         if self.placement == "post":
             return norm(x + s * self.drop(f(x)))

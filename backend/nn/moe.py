@@ -6,7 +6,8 @@ and mixes their outputs with a softmax over the selected logits.
 
 Capacity (Switch Transformer, Fedus et al. 2021, arXiv 2101.03961): with
 ``capacity_factor > 0`` each expert takes at most
-``C = ceil(capacity_factor * N * top_k / E)`` of the ``N`` tokens of a batch.
+``C = ceil(capacity_factor * N * top_k / E)`` of the ``N`` tokens of a batch;
+``capacity > 0`` sets ``C`` in tokens directly (seed 002's ``capacity``).
 Slots are served in priority order: every token's first choice (in token
 order), then every second choice, and so on. An over-capacity slot is
 
@@ -29,8 +30,11 @@ Experts are any FFN kind (``params["expert"]``) of width ``params["hidden"]``
 ``shared_experts`` always-on experts (DeepSeekMoE, Dai et al. 2024, arXiv
 2401.06066) are added unweighted, in ``shared``.
 
-On the meta device (FLOP counting without data) routing is data-free: each
-expert runs on ``ceil(N * top_k / E)`` tokens, i.e. perfect balance.
+On the meta device (FLOP counting, activation memory without data) routing is
+data-free: the ``N * top_k`` slots are dealt evenly (expert ``e`` gets
+``N k // E`` slots, one more for the first ``N k mod E``; capped by the
+capacity), and every other op is the one the real path runs, so autograd
+saves the same tensors as on real data.
 """
 from __future__ import annotations
 
@@ -56,6 +60,7 @@ class MoE(nn.Module):
         if not 1 <= self.top_k <= self.num_experts:
             raise ValueError(f"moe top_k must be in [1, num_experts={self.num_experts}], got {self.top_k}")
         self.capacity_factor = float(p.get("capacity_factor", 0.0))
+        self.capacity_tokens = int(p.get("capacity", 0) or 0)  # absolute capacity (seed 002); wins over the factor
         self.overflow = p.get("overflow", "drop")
         if self.overflow not in ("drop", "reroute"):
             raise ValueError(f"moe overflow must be 'drop' or 'reroute', got {self.overflow!r}")
@@ -69,7 +74,25 @@ class MoE(nn.Module):
         self.aux_loss = torch.zeros(())
         self.last_counts: torch.Tensor | None = None  # tokens per expert after capacity (for inspection)
 
+    def active_params(self) -> int:
+        """Parameters one token uses: the router, ``top_k`` routed experts and the shared experts
+        (the "active" count of Mixtral, arXiv 2401.04088, section 2.1)."""
+        def numel(m: nn.Module) -> int:
+            return sum(p.numel() for p in m.parameters())
+
+        routed = self.top_k * numel(self.experts[0]) if len(self.experts) else 0
+        return numel(self.router) + routed + sum(numel(m) for m in self.shared)
+
+    def _balanced_slots(self, n_tokens: int, e: int) -> int:
+        """Slots expert ``e`` gets when the ``N * top_k`` choices are dealt evenly (capacity applied)."""
+        slots = n_tokens * self.top_k
+        share = slots // self.num_experts + (1 if e < slots % self.num_experts else 0)
+        cap = self.capacity(n_tokens)
+        return share if cap is None else min(share, cap)
+
     def capacity(self, n_tokens: int) -> int | None:
+        if self.capacity_tokens > 0:
+            return self.capacity_tokens
         if self.capacity_factor <= 0:
             return None
         return max(1, math.ceil(self.capacity_factor * n_tokens * self.top_k / self.num_experts))
@@ -82,7 +105,7 @@ class MoE(nn.Module):
         experts = order[:, :k].clone()  # (N, k)
         cap = self.capacity(n)
         kept = torch.ones(n, k, dtype=torch.bool, device=logits.device)
-        if cap is not None:
+        if cap is not None and not logits.is_meta:  # meta: balance is assumed (``_balanced_slots``)
             kept = self._fit(experts, torch.zeros(e, dtype=torch.long, device=logits.device), cap)
             if self.overflow == "reroute":
                 for r in range(k, e):  # try each token's next preference in turn
@@ -118,27 +141,27 @@ class MoE(nn.Module):
         n = h.shape[0]
         logits = self.router(h)  # (N, E)
         out = torch.zeros_like(h)
-        if h.is_meta:  # data-free routing: perfect balance
-            per = min(n, math.ceil(n * self.top_k / self.num_experts))
-            for expert in self.experts:
-                out = out + F.pad(expert(h[:per]), (0, 0, 0, n - per))
-            self.aux_loss = logits.sum() * 0
-        else:
-            experts, weights, kept = self.route(logits)
-            probs = torch.softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, dim=-1)  # (N, E)
-            chosen = torch.topk(logits, self.top_k, dim=-1).indices  # pre-capacity choices
-            frac = F.one_hot(chosen, self.num_experts).sum((0, 1)).float() / (n * self.top_k)  # f_i
-            aux = self.num_experts * (frac * probs.mean(0)).sum()
-            self.aux_loss = (self.aux_loss_weight * aux).to(x.dtype)
-            counts = torch.zeros(self.num_experts, dtype=torch.long, device=h.device)
-            for e, expert in enumerate(self.experts):
+        experts, weights, kept = self.route(logits)
+        probs = torch.softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, dim=-1)  # (N, E)
+        chosen = torch.topk(logits, self.top_k, dim=-1).indices  # pre-capacity choices
+        frac = F.one_hot(chosen, self.num_experts).sum((0, 1)).float() / (n * self.top_k)  # f_i
+        aux = self.num_experts * (frac * probs.mean(0)).sum()
+        self.aux_loss = (self.aux_loss_weight * aux).to(x.dtype)
+        counts = torch.zeros(self.num_experts, dtype=torch.long, device=h.device)
+        for e, expert in enumerate(self.experts):
+            if h.is_meta:  # data-free routing: perfect balance, the N * top_k slots dealt round-robin
+                n_e = self._balanced_slots(n, e)
+                tok = torch.empty(n_e, dtype=torch.long, device=h.device)
+                slot = torch.empty(n_e, dtype=torch.long, device=h.device)
+            else:
                 tok, slot = torch.nonzero((experts == e) & kept, as_tuple=True)
-                counts[e] = tok.numel()
-                if tok.numel() == 0:
-                    continue
-                y = expert(h[tok]) * weights[tok, slot, None].to(h.dtype)  # (n_e, D)
-                out = out.index_add(0, tok, y)
-            self.last_counts = counts
+            counts[e] = tok.numel()
+            if tok.numel() == 0:
+                continue
+            # same ops on meta and real tensors, so autograd saves the same tensors (activation memory)
+            y = expert(h[tok]) * weights[tok, slot, None].to(h.dtype)  # (n_e, D)
+            out = out.index_add(0, tok, y)
+        self.last_counts = counts
         for expert in self.shared:
             out = out + expert(h)
         return out.view(shape)

@@ -1,0 +1,1 @@
+"""Kind declarations: the contract (``base``) and the built-in kinds. Registered in ``backend.registry``."""
