@@ -24,7 +24,8 @@ def test_command_surface_is_frozen():
     # a new command is a deliberate change: update DESIGN.md section 6 and this list
     assert set(COMMANDS) == {"plan", "presets", "schema", "kinds", "validate", "analyze", "smoke", "export", "library",
                              "from-code",  # issue 18: seed-style script -> design
-                             "plan-training"}  # issue 16
+                             "plan-training",  # issue 16
+                             "probe"}  # issue 17
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert set(sub.choices) == set(COMMANDS)
 

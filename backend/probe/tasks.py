@@ -77,8 +77,8 @@ class MQAR(Task):
     """
 
     vocab_size: int = 64
-    seq_len: int = 48
-    num_pairs: int = 8
+    seq_len: int = 32
+    num_pairs: int = 4
 
     name = "mqar"
     citation = "Arora et al. 2023, Zoology: Measuring and Improving Recall in Efficient Language Models, arXiv 2312.04927"
