@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from backend.probe import run_probe  # noqa: E402
 
-DESIGNS = ["probe_softmax", "probe_performer", "probe_spectral", "probe_hybrid"]
+DESIGNS = ["probe_softmax", "probe_performer", "probe_spectral", "probe_hybrid", "probe_hybrid_sdpa_first"]
 
 
 def table(rows: list[dict], tasks: list[str]) -> str:

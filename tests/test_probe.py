@@ -125,17 +125,18 @@ def test_cli_json_and_bad_input():
 # The qualitative result (Zoology, arXiv 2312.04927, figure 2): attention solves MQAR at small width,
 # a Performer (linear attention) of the same size does not.
 
-GAP_TASK = MQAR(vocab_size=64, seq_len=32, num_pairs=4)
-GAP_STEPS = 400
+GAP_STEPS = 300  # the runner's default, as in the README table (benchmarks/bench_probe.py)
 
 
 @pytest.mark.slow
 def test_mqar_gap_softmax_vs_performer():
-    soft = run_probe(_lm("soft", "SDPA", hidden=64, positional="alibi"), task=GAP_TASK, steps=GAP_STEPS, seed=0)
-    perf = run_probe(_lm("perf", "CAUSAL_LINEAR", hidden=64, positional="alibi"), task=GAP_TASK, steps=GAP_STEPS,
-                     seed=0)
-    assert soft.params == perf.params or abs(soft.params - perf.params) < 0.05 * soft.params
-    assert soft.final_accuracy >= 0.9, soft.eval_accuracy
+    def two_heads(name: str, string: str) -> dict:
+        return {**_lm(name, string, hidden=128), "n_heads": 2}
+
+    soft = run_probe(two_heads("soft", "SDPA"), task="mqar", steps=GAP_STEPS, seed=0)
+    perf = run_probe(two_heads("perf", "CAUSAL_LINEAR"), task="mqar", steps=GAP_STEPS, seed=0)
+    assert soft.params == perf.params  # same size: the Performer's random features are a buffer
+    assert soft.final_accuracy >= 0.95, soft.eval_accuracy
     assert perf.final_accuracy <= soft.final_accuracy - 0.3, (perf.eval_accuracy, soft.eval_accuracy)
 
 
