@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("probe", help="train designs briefly on a recall / copy / text probe and compare")
     s.add_argument("design", nargs="+", help="design files or preset names")
     s.add_argument("--task", choices=("mqar", "copy", "induction", "text"), default="mqar")
-    s.add_argument("--steps", type=_positive, default=None, help="AdamW steps (default 300)")
+    s.add_argument("--steps", type=_positive, default=None, help="AdamW steps (default 800)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch", type=_positive, default=None, help="sequences per step (default 32)")
     s.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (default 1e-3)")

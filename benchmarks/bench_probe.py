@@ -1,6 +1,6 @@
 """The README probe table: designs x tasks, held-out accuracy and wall time.
 
-    python benchmarks/bench_probe.py [--steps 300] [--tasks mqar,copy,induction,text] [-o results.json]
+    python benchmarks/bench_probe.py [--steps 800] [--tasks mqar,copy,induction,text] [-o results.json]
 
 Runs ``backend.probe.run_probe`` with its defaults (AdamW, lr 1e-3, batch 32,
 seed 0) on the four probe designs in ``benchmarks/probe_designs/`` (2 layers,
@@ -42,7 +42,7 @@ def table(rows: list[dict], tasks: list[str]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=800)
     p.add_argument("--tasks", default="mqar,copy,induction,text")
     p.add_argument("--designs", default=",".join(DESIGNS))
     p.add_argument("-o", "--output", default=str(ROOT / "benchmarks" / "results" / "probe_table.json"))

@@ -61,7 +61,7 @@ sources = [CURRENT] + [f"preset: {n}" for n in list_presets()] + [f"library: {n}
 chosen = st.multiselect("Designs", sources, default=[CURRENT], key="probe_designs")
 c1, c2, c3 = st.columns(3)
 task = c1.selectbox("Task", list(TASK_LABELS), format_func=TASK_LABELS.get, key="probe_task")
-steps = int(c2.number_input("Steps", min_value=10, max_value=20000, value=300, step=50, key="probe_steps"))
+steps = int(c2.number_input("Steps", min_value=10, max_value=20000, value=800, step=100, key="probe_steps"))
 seed = int(c3.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="probe_seed"))
 settings = (tuple(chosen), task, steps, seed, state.design_json())
 

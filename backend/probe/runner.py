@@ -45,7 +45,7 @@ from .tasks import IGNORE, SYNTHETIC, Task, Text, chance_accuracy, masked_accura
 Progress = Callable[[str, float, str], None]
 TASKS = ("mqar", "copy", "induction", "text")
 TEXT_FILE = Path(__file__).resolve().parent / "data" / "founding_documents.txt"
-DEFAULT_STEPS = 300
+DEFAULT_STEPS = 800
 DEFAULT_BATCH = 32
 DEFAULT_LR = 1e-3
 DEFAULT_MAX_PARAMS = 2_000_000
