@@ -80,6 +80,7 @@ def test_imports_only_torch_and_stdlib(script):
     assert roots - {"torch"} <= set(sys.stdlib_module_names), roots
 
 
+@pytest.mark.slow
 def test_help_in_a_fresh_interpreter(script):
     p = _run([sys.executable, "-I", str(script), "--help"], script.parent, timeout=60)
     assert "--parallel" in p.stdout and "--resume" in p.stdout and "--checkpointing" in p.stdout
@@ -124,6 +125,7 @@ def test_torchrun_ddp_fsdp_and_resume_match_one_process(script, tmp_path):
     assert _losses(resumed) == pytest.approx(ref[2:], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_single_process_resume_is_exact(script, tmp_path):
     cwd = script.parent
     full, part, ck = tmp_path / "full.jsonl", tmp_path / "part.jsonl", tmp_path / "ck.pt"

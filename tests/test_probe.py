@@ -103,12 +103,13 @@ def test_probe_is_deterministic_for_a_seed():
 
 def test_large_designs_are_width_scaled_and_say_so():
     d, scaled, notes = probe_design("gpt2_small", make_task("mqar"))
-    assert scaled and d.hidden_size < 768 and d.vocab_size == 128 and d.max_seq_len == 64
+    assert scaled and d.hidden_size < 768 and d.vocab_size == 64 and d.max_seq_len == 32
     assert d.layers.n_layers == 12 and any("width-scaled" in n for n in notes)
     with pytest.raises(DesignError, match="^architecture: probes train a decoder-only"):
         probe_design("t5_style", make_task("mqar"))
 
 
+@pytest.mark.slow
 def test_cli_json_and_bad_input():
     p = subprocess.run([sys.executable, "-m", "backend", "probe", "tiny", "--task", "copy", "--steps", "3",
                         "--batch", "4", "--json"], capture_output=True, text=True, timeout=120)
@@ -144,6 +145,7 @@ def test_mqar_gap_softmax_vs_performer():
 # The app page (the pattern of tests/test_app.py)
 
 
+@pytest.mark.slow
 def test_app_probe_page_runs_and_plots(tmp_path, monkeypatch):
     from pathlib import Path
 
