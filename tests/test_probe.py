@@ -130,6 +130,7 @@ GAP_STEPS = 800  # as in the README table (benchmarks/bench_probe.py --steps 800
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # two 800-step trainings: ~10 min on the loaded shared 2-core machine, far less idle
 def test_mqar_gap_softmax_vs_performer():
     def two_heads(name: str, string: str) -> dict:
         return {**_lm(name, string, hidden=128), "n_heads": 2}
