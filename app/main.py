@@ -33,6 +33,7 @@ pages = [
     st.Page(str(PAGES / "diagram.py"), title="Diagram", icon=":material/account_tree:", url_path="diagram"),
     st.Page(str(PAGES / "training.py"), title="Training plan", icon=":material/memory:", url_path="training"),
     st.Page(str(PAGES / "smoke.py"), title="Smoke test", icon=":material/local_fire_department:", url_path="smoke"),
+    st.Page(str(PAGES / "probe.py"), title="Probe", icon=":material/model_training:", url_path="probe"),
     st.Page(str(PAGES / "export.py"), title="Export / Import", icon=":material/import_export:", url_path="export"),
     st.Page(str(PAGES / "compare.py"), title="Compare", icon=":material/compare_arrows:", url_path="compare"),
     st.Page(str(PAGES / "library.py"), title="Library", icon=":material/library_books:", url_path="library"),

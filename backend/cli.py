@@ -91,9 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--budget-gb", type=float, default=None, help="memory budget in GiB (default: a safe fraction of free RAM)")
     s.add_argument("--json", action="store_true")
 
+    s = sub.add_parser("probe", help="train designs briefly on a recall / copy / text probe and compare")
+    s.add_argument("design", nargs="+", help="design files or preset names")
+    s.add_argument("--task", choices=("mqar", "copy", "induction", "text"), default="mqar")
+    s.add_argument("--steps", type=_positive, default=None, help="AdamW steps (default 800)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch", type=_positive, default=None, help="sequences per step (default 32)")
+    s.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (default 1e-3)")
+    s.add_argument("--max-params", type=_positive, default=None,
+                   help="width-scale designs with more parameters than this (default 2,000,000)")
+    s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    s.add_argument("--json", action="store_true")
+
     s = sub.add_parser("export", help="export JSON, YAML or a standalone PyTorch file")
     s.add_argument("design")
-    s.add_argument("--format", choices=("json", "yaml", "python"), required=True)
+    s.add_argument("--format", choices=("json", "yaml", "python", "train"), required=True,
+                   help="train: a standalone train.py (torchrun, DDP / FSDP2) embedding the python file")
     s.add_argument("--resolved", action="store_true", help="JSON/YAML: write the explicit per-layer form")
     s.add_argument("-o", "--output", default=None, help="output path (default exports/<name>.<ext>; '-' for stdout)")
     s.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -256,6 +269,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": _validate,
     "analyze": _lazy(".analysis.report", "cli_analyze"),
     "smoke": _lazy(".analysis.smoke", "cli_smoke"),
+    "probe": _lazy(".probe.runner", "cli_probe"),
     "plan-training": _lazy(".training.report", "cli_plan_training"),
     "export": _lazy(".export", "cli_export"),
     "library": _lazy(".library", "cli_library"),

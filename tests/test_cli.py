@@ -26,7 +26,8 @@ def test_command_surface_is_frozen():
                              "from-code",  # issue 18: seed-style script -> design
                              "plan-training",  # issue 16
                              "import-hf",  # issue 12: Hugging Face config.json -> design
-                             "patterns"}  # issue 15: custom patterns in the design library
+                             "patterns",  # issue 15: custom patterns in the design library
+                             "probe"}  # issue 17
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert set(sub.choices) == set(COMMANDS)
 

@@ -23,8 +23,8 @@ from ..errors import DesignError
 
 EXPORTS_DIR = Path(__file__).resolve().parent.parent.parent / "exports"
 MAX_SLUG = 80
-EXTENSIONS = {"json": ".json", "yaml": ".yaml", "python": ".py"}
-MIME = {"json": "application/json", "yaml": "application/yaml", "python": "text/x-python"}
+EXTENSIONS = {"json": ".json", "yaml": ".yaml", "python": ".py", "train": "_train.py"}
+MIME = {"json": "application/json", "yaml": "application/yaml", "python": "text/x-python", "train": "text/x-python"}
 # Names Windows reserves for devices; a file called `con.json` is unusable there.
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 
@@ -69,7 +69,7 @@ def module_name(name: str) -> str:
 def default_filename(name: str, fmt: str, resolved: bool = False) -> str:
     if fmt not in EXTENSIONS:
         raise DesignError("format", f"must be one of {', '.join(EXTENSIONS)}, got {fmt!r}")
-    if fmt == "python":
+    if fmt in ("python", "train"):
         return module_name(name) + EXTENSIONS[fmt]
     return slugify(name) + (".resolved" if resolved else "") + EXTENSIONS[fmt]
 
