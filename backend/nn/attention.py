@@ -64,11 +64,7 @@ class SelfSDPA(nn.Module):
 
     def __init__(self, ctx: LayerContext):
         super().__init__()
-        if ctx.n_heads % ctx.n_kv_heads:
-            raise ValueError(f"n_heads ({ctx.n_heads}) must be a multiple of n_kv_heads ({ctx.n_kv_heads})")
         p = ctx.params
-        self.n_heads, self.n_kv_heads, self.head_dim = ctx.n_heads, ctx.n_kv_heads, ctx.head_dim
-        self.n_rep = ctx.n_heads // ctx.n_kv_heads
         self.causal = ctx.causal
         self.window = int(p.get("window", 0) or 0)
         self.backend = p.get("backend", "auto")
@@ -138,10 +134,6 @@ class CrossAttention(nn.Module):
 
     def __init__(self, ctx: LayerContext):
         super().__init__()
-        if ctx.n_heads % ctx.n_kv_heads:
-            raise ValueError(f"n_heads ({ctx.n_heads}) must be a multiple of n_kv_heads ({ctx.n_kv_heads})")
-        self.n_heads, self.n_kv_heads, self.head_dim = ctx.n_heads, ctx.n_kv_heads, ctx.head_dim
-        self.n_rep = ctx.n_heads // ctx.n_kv_heads
         self.backend = ctx.params.get("backend", "auto")
         self.dropout = ctx.dropout
         add_qkvo(self, ctx)  # q_proj, k_proj, v_proj, o_proj

@@ -246,7 +246,8 @@ def linear(d_in: int, d_out: int, bias: bool) -> nn.Linear:
 
 
 def add_qkvo(module: nn.Module, ctx: LayerContext) -> None:
-    """Give ``module`` the q/k/v/o projections of (GQA) multi-head attention.
+    """Give ``module`` the head layout (``n_heads``, ``n_kv_heads``, ``head_dim``, ``n_rep`` query heads per
+    kv head) and the q/k/v/o projections of (GQA) multi-head attention.
 
     q_proj: D -> H*Dh, k_proj / v_proj: D -> H_kv*Dh (bias: ``bias`` or
     ``qkv_bias``), o_proj: H*Dh -> D (bias: ``bias``). Shared by every kind
@@ -254,6 +255,8 @@ def add_qkvo(module: nn.Module, ctx: LayerContext) -> None:
     """
     if ctx.n_heads % ctx.n_kv_heads:
         raise ValueError(f"n_heads ({ctx.n_heads}) must be a multiple of n_kv_heads ({ctx.n_kv_heads})")
+    module.n_heads, module.n_kv_heads, module.head_dim = ctx.n_heads, ctx.n_kv_heads, ctx.head_dim
+    module.n_rep = ctx.n_heads // ctx.n_kv_heads
     qkv_bias = ctx.bias or ctx.qkv_bias
     d, hd = ctx.hidden_size, ctx.head_dim
     module.q_proj = nn.Linear(d, ctx.n_heads * hd, bias=qkv_bias)

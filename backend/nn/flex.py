@@ -61,11 +61,7 @@ class SelfFlex(nn.Module):
 
     def __init__(self, ctx: LayerContext):
         super().__init__()
-        if ctx.n_heads % ctx.n_kv_heads:
-            raise ValueError(f"n_heads ({ctx.n_heads}) must be a multiple of n_kv_heads ({ctx.n_kv_heads})")
         p = ctx.params
-        self.n_heads, self.n_kv_heads, self.head_dim = ctx.n_heads, ctx.n_kv_heads, ctx.head_dim
-        self.n_rep = ctx.n_heads // ctx.n_kv_heads
         self.causal = ctx.causal
         self.window = int(p.get("window", 0) or 0)
         self.softcap = float(p.get("softcap", 0.0) or 0.0)

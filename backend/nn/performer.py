@@ -68,14 +68,10 @@ class _FavorBase(nn.Module):
 
     def __init__(self, ctx: LayerContext):
         super().__init__()
-        if ctx.n_heads % ctx.n_kv_heads:
-            raise ValueError(f"n_heads ({ctx.n_heads}) must be a multiple of n_kv_heads ({ctx.n_kv_heads})")
         if ctx.positional == "alibi":
             raise ValueError("Performer attention cannot apply ALiBi (there is no score matrix to bias); "
                              "use positional rope or none, or a softmax kind for this layer")
         p = ctx.params
-        self.n_heads, self.n_kv_heads, self.head_dim = ctx.n_heads, ctx.n_kv_heads, ctx.head_dim
-        self.n_rep = ctx.n_heads // ctx.n_kv_heads
         self.nb_features = int(p.get("nb_features", 256))
         self.redraw_interval = int(p.get("redraw_interval", 0) or 0)
         self.fix_projection = bool(p.get("fix_projection", True))
