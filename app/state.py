@@ -372,3 +372,20 @@ def shown_errors(what: str) -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - never show a traceback to the user
         log.exception("unexpected error in %s", what)
         st.error(f"Something went wrong in {what} ({type(exc).__name__}); details are in the server log.")
+
+
+def library_names() -> list[str]:
+    """Design names in the shared library, or [] when none is configured or reachable (pages work without it)."""
+    from backend.library import get_library
+
+    try:
+        return get_library().names()
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def library_design(name: str):
+    """The latest revision of a library design (the process-wide Library: engines are shared, not per user)."""
+    from backend.library import get_library
+
+    return get_library().load(name)

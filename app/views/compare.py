@@ -27,24 +27,8 @@ if st.session_state.get(state.UPLOADED_KEY):
 sources += [f"preset: {n}" for n in list_presets()]
 
 
-@st.cache_resource(show_spinner=False)
-def _library(url: str):
-    """One shared engine per database URL (no per-user state)."""
-    from backend.library import Library
 
-    return Library(url)
-
-
-def _library_names() -> list[str]:
-    from backend.library import database_url
-
-    try:
-        return _library(database_url()).names()
-    except Exception:  # no library configured or reachable: compare without it
-        return []
-
-
-sources += [f"library: {n}" for n in _library_names()]
+sources += [f"library: {n}" for n in state.library_names()]
 
 with st.expander("Upload a design to compare", expanded=False):
     up = st.file_uploader("JSON or YAML", type=["json", "yaml", "yml"], key="compare_upload")
@@ -69,9 +53,7 @@ def resolve(choice: str) -> Design:
     if choice == UPLOADED:
         return load_design(json.loads(st.session_state[state.UPLOADED_KEY]))
     if choice.startswith("library: "):
-        from backend.library import database_url
-
-        return _library(database_url()).load(choice.removeprefix("library: "))  # latest revision
+        return state.library_design(choice.removeprefix("library: "))  # latest revision
     return state.cached_preset(choice.removeprefix("preset: "))
 
 

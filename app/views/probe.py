@@ -30,34 +30,16 @@ st.write("Trains each design for a few hundred steps on a synthetic probe (or a 
          "small causal LM for the task, width-scaled when they are large (the result says so).")
 
 
-@st.cache_resource(show_spinner=False)
-def _library(url: str):
-    """One shared engine per database URL (no per-user state)."""
-    from backend.library import Library
-
-    return Library(url)
-
-
-def _library_names() -> list[str]:
-    from backend.library import database_url
-
-    try:
-        return _library(database_url()).names()
-    except Exception:  # no library configured or reachable: probe without it
-        return []
-
 
 def _resolve(choice: str):
     if choice == CURRENT:
         return state.design()
     if choice.startswith("library: "):
-        from backend.library import database_url
-
-        return _library(database_url()).load(choice.removeprefix("library: "))
+        return state.library_design(choice.removeprefix("library: "))
     return state.cached_preset(choice.removeprefix("preset: "))
 
 
-sources = [CURRENT] + [f"preset: {n}" for n in list_presets()] + [f"library: {n}" for n in _library_names()]
+sources = [CURRENT] + [f"preset: {n}" for n in list_presets()] + [f"library: {n}" for n in state.library_names()]
 chosen = st.multiselect("Designs", sources, default=[CURRENT], key="probe_designs")
 c1, c2, c3 = st.columns(3)
 task = c1.selectbox("Task", list(TASK_LABELS), format_func=TASK_LABELS.get, key="probe_task")
