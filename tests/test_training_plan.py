@@ -335,16 +335,20 @@ def test_cli_plan_training_json_and_bad_input():
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 
 
-@pytest.mark.slow
-def test_training_page():
+def _app():
+    """The app, run once (AppTest against app/main.py, with the project and app folders importable)."""
     from streamlit.testing.v1 import AppTest
 
     app = ROOT / "app"
     for p in (str(ROOT), str(app)):
         if p not in sys.path:
             sys.path.insert(0, p)
-    at = AppTest.from_file(str(app / "main.py"), default_timeout=120)
-    at.run()
+    return AppTest.from_file(str(app / "main.py"), default_timeout=120).run()
+
+
+@pytest.mark.slow
+def test_training_page():
+    at = _app()
     at.switch_page("views/training.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Training plan"
@@ -356,14 +360,7 @@ def test_training_page():
 
 @pytest.mark.slow
 def test_compare_page_shows_training_plans_for_both_designs():
-    from streamlit.testing.v1 import AppTest
-
-    app = ROOT / "app"
-    for p in (str(ROOT), str(app)):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    at = AppTest.from_file(str(app / "main.py"), default_timeout=120)
-    at.run()
+    at = _app()
     at.switch_page("views/compare.py").run()
     at.selectbox(key="compare_b").set_value("preset: tiny").run()
     at.toggle(key="compare_training").set_value(True).run()
