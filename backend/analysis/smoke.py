@@ -123,12 +123,13 @@ def closed_form_params(plan: Any) -> int:
     estimate costs microseconds per layer whatever the experts or widths. Embedding, positions and an
     untied head as the model builds them; flow-speed scalars are left out (a handful of values)."""
     from ..registry import ATTENTION, CROSS, MLP, NORM, POSITIONAL
+    from ..spec import TOKEN_TASKS
     from .closed_form import norms_per_layer
 
     d = plan.design
     n = (d.vocab_size or d.input_dim or 0) * d.hidden_size + POSITIONAL[d.positional].param_count(d)
     if not d.tied:
-        n += d.hidden_size * (d.vocab_size if d.task in ("lm", "mlm", "seq2seq") else (d.output_dim or 0))
+        n += d.hidden_size * (d.vocab_size if d.task in TOKEN_TASKS else (d.output_dim or 0))
     for sp in plan.stacks.values():
         n += NORM[d.norm].param_count(d)  # final norm
         for layer in sp.unique:
