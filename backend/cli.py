@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--meta", action="store_true", help="build the script's seed models on the meta device (no weights; "
                                                          "for scripts that only construct models)")
 
-    s = sub.add_parser("import-hf", help="the design of a Hugging Face config.json (llama, mistral, qwen2, qwen3, mixtral, gpt2, gemma2)")
+    s = sub.add_parser("import-hf", help="the design of a Hugging Face config.json (see backend/hf for the model types)")
     s.add_argument("config", help="a Hugging Face config.json")
     s.add_argument("-o", "--output", default="-", help="output path (default '-': stdout)")
     s.add_argument("--format", choices=("yaml", "json"), default=None, help="default: from the output suffix, else YAML")
