@@ -156,7 +156,7 @@ BUILTIN = list(registry.ATTENTION)
 KINDS = BUILTIN + list(PLUGIN_KINDS)
 # a few configs per kind: defaults, and one that exercises its own params (windows, sizes)
 CONFIGS = {
-    "self_sdpa": [{}, {"window": 3}, {"qk_norm": True}],
+    "self_sdpa": [{}, {"window": 3}, {"qk_norm": True}, {"sinks": True}, {"sinks": True, "window": 3}],
     "self_flex": [{}, {"window": 3, "prefix_len": 2}, {"softcap": 5.0, "alibi": True}],
     "diff_attn": [{}],
     "token_param": [{"num_param_tokens": 5}],
@@ -599,6 +599,9 @@ def test_mlp_param_count_and_flops_equal_module(name, cfg):
     for b, s in ((1, S), (B, 7)):
         traced = count(lambda h: mlp(h), meta_input(b, s, D))[0]
         assert info.flops(plan.design, mcfg, b, s) == traced, (b, s)
+    from backend.analysis.flops import flop_stats
+
+    assert flop_stats(plan, S, 1)["components"]["mlp"] == 2 * info.flops(plan.design, mcfg, 1, S)
 
 
 @pytest.mark.parametrize("name,cfg", mlp_cases())
