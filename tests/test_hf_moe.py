@@ -37,6 +37,13 @@ REAL = {
         num_key_value_heads=16, max_position_embeddings=8192, rms_norm_eps=1e-6, rope_theta=1000000.0,
         moe_intermediate_size=1408, shared_expert_intermediate_size=5632, num_experts_per_tok=4, num_experts=60,
         norm_topk_prob=False, decoder_sparse_step=1, tie_word_embeddings=False)),
+    "gpt-oss-20b": ("gpt_oss", 20_914_757_184, dict(
+        num_hidden_layers=24, num_local_experts=32, num_experts_per_tok=4, vocab_size=201088, hidden_size=2880,
+        intermediate_size=2880, head_dim=64, num_attention_heads=64, num_key_value_heads=8, sliding_window=128,
+        max_position_embeddings=131072, rms_norm_eps=1e-5, tie_word_embeddings=False, swiglu_limit=7.0,
+        attention_bias=True, rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0,
+                                              "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+                                              "original_max_position_embeddings": 4096})),
     "Qwen3-30B-A3B": ("qwen3_moe", 30_532_122_624, dict(
         vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=48, num_attention_heads=32,
         num_key_value_heads=4, head_dim=128, max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0,
@@ -101,6 +108,12 @@ LOGIT_CASES = {
                     num_local_experts=4, num_experts_per_tok=2, sliding_window=3, swiglu_limit=1.5,
                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=False),
 }
+# YaRN as in gpt-oss's files (truncate false), over a short "original" context so the ramp covers dims
+LOGIT_CASES["gpt_oss-yarn"] = dict(LOGIT_CASES["gpt_oss"], rope_parameters={
+    "rope_type": "yarn", "rope_theta": 1000.0, "factor": 8.0, "beta_fast": 8.0, "beta_slow": 1.0, "truncate": False,
+    "original_max_position_embeddings": 16})
+LOGIT_CASES["gpt_oss-yarn-truncated"] = dict(LOGIT_CASES["gpt_oss"], rope_parameters={
+    "rope_type": "yarn", "rope_theta": 500.0, "factor": 4.0, "original_max_position_embeddings": 8})
 
 
 def _hf_tiny(case: str):
@@ -120,6 +133,7 @@ def _hf_tiny(case: str):
 def test_logits_equal_with_hf_weights(case):
     model_type, cfg, hf = _hf_tiny(case)
     design = import_hf(as_file_dict(cfg))
+    assert ("rope_scaling" in design) == ("yarn" in case)
     model = build_model(design, device="cpu").eval()
     model.load_state_dict(map_state_dict(model_type, hf.state_dict()), strict=True)
     tokens = torch.randint(0, 61, (2, 9), generator=torch.Generator().manual_seed(1))
@@ -181,3 +195,20 @@ def test_unmappable_qwen_moe_fields_are_errors(field, value):
     d[field] = value
     with pytest.raises(DesignError, match=field):
         load_design(import_hf(d))
+
+
+def test_gpt_oss_windows_yarn_and_transformers_4_file():
+    v5 = as_file_dict(hf_config("gpt_oss", **REAL["gpt-oss-20b"][2]))
+    d = import_hf(v5)
+    assert d["layers"]["rules"] == [{"when": {"layer_idx": list(range(0, 24, 2))}, "params": {"attention": {"window": 128}}}]
+    assert d["rope_theta"] == 150000.0 and d["rope_scaling"] == {
+        "type": "yarn", "factor": 32.0, "original_max_position_embeddings": 4096, "beta_fast": 32.0, "beta_slow": 1.0,
+        "truncate": False, "attention_factor": None}
+    yarn = {k: v for k, v in v5["rope_parameters"].items() if k != "rope_theta"}
+    v4 = {k: v for k, v in v5.items() if k not in ("rope_parameters", "layer_types", "dtype")}
+    v4.update(rope_theta=150000.0, rope_scaling=yarn, torch_dtype="bfloat16")
+    assert import_hf(v4) == d
+    with pytest.raises(DesignError, match="mscale"):
+        import_hf({**v5, "rope_parameters": {**v5["rope_parameters"], "mscale": 1.0}})
+    with pytest.raises(DesignError, match="rope_scaling"):  # YaRN needs rotary positions
+        load_design({**d, "positional": "learned"})

@@ -18,11 +18,11 @@ A Llama-shaped decoder (RMSNorm, rotary, GQA) with, read from transformers'
 
 RoPE: the released checkpoints use YaRN (``rope_type: yarn``, factor 32 over
 ``original_max_position_embeddings`` 4096, ``beta_fast`` 32, ``beta_slow``
-1, ``truncate: false``; Peng et al. 2023, arXiv 2309.00071), which this
-project's rotary does not model: such a file is an error naming
-``rope_parameters.rope_type`` (it changes no count: parameters, FLOPs and KV
-bytes are those of the same design with plain rotary; see
-``presets/gpt_oss_20b.yaml``).
+1, ``truncate: false``; Peng et al. 2023, arXiv 2309.00071): the design's
+``rope_scaling`` (``backend/nn/common.rope_cos_sin``), read by
+:func:`yarn_rope` from transformers-5 ``rope_parameters`` or transformers-4
+``rope_scaling`` + ``rope_theta``. DeepSeek's ``mscale`` / ``mscale_all_dim``
+are refused (they also rescale the softmax in its attention).
 """
 from __future__ import annotations
 
@@ -42,6 +42,39 @@ def _number(cfg: dict[str, Any], key: str, default: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise bad(key, value, "must be a positive number")
     return float(value)
+
+
+_YARN_KEYS = {"rope_type", "type", "rope_theta", "factor", "beta_fast", "beta_slow", "truncate",
+              "original_max_position_embeddings", "attention_factor"}
+
+
+def yarn_rope(cfg: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
+    """(rope_theta, the design's ``rope_scaling`` or None) of a config; YaRN as transformers'
+    ``_compute_yarn_parameters`` reads it (``factor`` null = max_position_embeddings / original)."""
+    params = cfg.get("rope_parameters")
+    key = "rope_parameters"
+    if params is None and isinstance(cfg.get("rope_scaling"), dict):  # transformers 4
+        params, key = {"rope_theta": cfg.get("rope_theta", 10000.0), **cfg["rope_scaling"]}, "rope_scaling"
+    if not (isinstance(params, dict) and params.get("rope_type", params.get("type")) == "yarn"):
+        return rope_theta(cfg), None
+    for k in params:
+        if k not in _YARN_KEYS:
+            raise bad(f"{key}.{k}", params[k], "is not supported with YaRN rotary scaling")
+    theta = rope_theta({"rope_parameters": {"rope_type": "default", "rope_theta": params.get("rope_theta", cfg.get("rope_theta", 10000.0))}})
+    orig = integer(params, "original_max_position_embeddings")
+    factor = params.get("factor")
+    if factor is None:
+        factor = integer(cfg, "max_position_embeddings") / orig
+    truncate = params.get("truncate", True)
+    if not isinstance(truncate, bool):
+        raise bad(f"{key}.truncate", truncate, "must be true or false")
+    scaling = {"type": "yarn", "factor": _number(params, "factor", factor), "original_max_position_embeddings": orig,
+               "beta_fast": _number(params, "beta_fast", 32.0) if params.get("beta_fast") else 32.0,
+               "beta_slow": _number(params, "beta_slow", 1.0) if params.get("beta_slow") else 1.0,
+               "truncate": truncate, "attention_factor": None}
+    if params.get("attention_factor") is not None:
+        scaling["attention_factor"] = _number(params, "attention_factor", 1.0)
+    return theta, scaling
 
 
 def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -75,9 +108,12 @@ def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         "head_dim": head_dim, "mlp_hidden": width,
         "max_seq_len": integer(cfg, "max_position_embeddings", default=131072), "norm_eps": eps,
         "tie_embeddings": tie, "final_norm": True, "dropout": 0.0,
-        "positional": kind_for("positional", "rotary"), "rope_theta": rope_theta(cfg),
+        "positional": kind_for("positional", "rotary"),
         "norm": kind_for("norm", "rms_norm"), "bias": attn_bias, "qkv_bias": False,
     }
+    design["rope_theta"], scaling = yarn_rope(cfg)
+    if scaling is not None:
+        design["rope_scaling"] = scaling
     stack: dict[str, Any] = {
         "n_layers": n, "attention": kind_for("attention", "full"), "mlp": kind_for("mlp", "experts"),
         "params": {

@@ -78,7 +78,7 @@ class SelfSDPA(nn.Module):
         self.backend = p.get("backend", "auto")
         self.rope = ctx.positional == "rope"
         self.alibi = ctx.positional == "alibi"
-        self.rope_theta = ctx.rope_theta
+        self.rope_theta, self.rope_scaling = ctx.rope_theta, ctx.rope_scaling
         self.dropout = ctx.dropout
         add_qkvo(self, ctx)  # q_proj, k_proj, v_proj, o_proj
         if p.get("qk_norm"):
@@ -101,7 +101,7 @@ class SelfSDPA(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q_pos = positions(start_pos, S, x.device)
         if self.rope:
-            cos, sin = rope_cos_sin(q_pos, self.head_dim, self.rope_theta, q.dtype)
+            cos, sin = rope_cos_sin(q_pos, self.head_dim, self.rope_theta, q.dtype, self.rope_scaling)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         k_start, k_pad = start_pos, padding_mask
         if cache is not None:
