@@ -212,3 +212,15 @@ def test_gpt_oss_windows_yarn_and_transformers_4_file():
         import_hf({**v5, "rope_parameters": {**v5["rope_parameters"], "mscale": 1.0}})
     with pytest.raises(DesignError, match="rope_scaling"):  # YaRN needs rotary positions
         load_design({**d, "positional": "learned"})
+
+
+def test_gpt_oss_20b_preset_has_the_published_count_and_the_imported_numbers():
+    from backend.analysis import analyze
+    from backend.spec import load_preset
+
+    preset = analyze(load_preset("gpt_oss_20b"), seq_len=4096)
+    imported = analyze(import_hf(as_file_dict(hf_config("gpt_oss", **REAL["gpt-oss-20b"][2]))), seq_len=4096)
+    assert preset["params"]["total"] == REAL["gpt-oss-20b"][1]
+    for key in ("params", "flops"):
+        assert preset[key] == imported[key]
+    assert preset["memory"]["kv_cache_bytes_per_token"] == imported["memory"]["kv_cache_bytes_per_token"] == 24 * 2 * 8 * 64 * 2
