@@ -224,3 +224,20 @@ def test_gpt_oss_20b_preset_has_the_published_count_and_the_imported_numbers():
     for key in ("params", "flops"):
         assert preset[key] == imported[key]
     assert preset["memory"]["kv_cache_bytes_per_token"] == imported["memory"]["kv_cache_bytes_per_token"] == 24 * 2 * 8 * 64 * 2
+
+
+def test_standalone_export_of_an_imported_gpt_oss_reproduces_hf_logits(tmp_path):
+    """The standalone file (torch + stdlib only) carries YaRN, sinks and the clamped experts too."""
+    import runpy
+
+    from backend.export import export_text
+
+    model_type, cfg, hf = _hf_tiny("gpt_oss-yarn")
+    design = import_hf(as_file_dict(cfg))
+    path = tmp_path / "gpt_oss.py"
+    path.write_text(export_text(design, "python"), encoding="utf-8")
+    exported = runpy.run_path(str(path), run_name="exported")["build_model"](device="cpu").float().eval()
+    exported.load_state_dict(map_state_dict(model_type, hf.state_dict()), strict=True)
+    tokens = torch.randint(0, 61, (2, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (exported(tokens).output - hf(tokens).logits).abs().max().item() < 1e-4

@@ -633,3 +633,13 @@ def test_mlp_causal_decoding_gradients_and_export(name, cfg, tmp_path):
     model.eval()
     with torch.no_grad():
         assert torch.equal(exported(seq).output, model(seq).output)
+
+
+@pytest.mark.parametrize("name,cfg", mlp_cases())
+def test_mlp_meta_saved_bytes_equal_real_saved_tensors(name, cfg):
+    """The data-free routing on meta saves what real routing saves (within the 5 % of the other kinds)."""
+    from test_training_plan import _check_as_built
+
+    d = mlp_design(name, cfg, n_layers=1)
+    d["max_seq_len"] = 64
+    _check_as_built(d)
