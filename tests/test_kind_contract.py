@@ -637,9 +637,11 @@ def test_mlp_causal_decoding_gradients_and_export(name, cfg, tmp_path):
 
 @pytest.mark.parametrize("name,cfg", mlp_cases())
 def test_mlp_meta_saved_bytes_equal_real_saved_tensors(name, cfg):
-    """The data-free routing on meta saves what real routing saves (within the 5 % of the other kinds)."""
+    """The data-free routing on meta saves what real routing saves: within the 5 % of the other kinds, 10 % with
+    group-limited routing (real routing then leaves whole groups of experts idle for a batch of 32 tokens, and an
+    idle expert saves none of its per-call tensors, which the even dealing on meta gives every expert)."""
     from test_training_plan import _check_as_built
 
     d = mlp_design(name, cfg, n_layers=1)
     d["max_seq_len"] = 64
-    _check_as_built(d)
+    _check_as_built(d, rel=0.1 if cfg.get("n_group", 1) > 1 else 0.05)
