@@ -129,7 +129,10 @@ class SelfSDPA(nn.Module):
         backend = self.backend
         if self.sinks is not None:
             k, v, mask = self._with_sink(q, k, v, mask)
-            if mask.requires_grad and q.device.type != "cuda":  # the CPU fused kernel takes no mask gradient
+            # the sink logit's gradient flows through the mask: the CPU fused kernel takes none, and whether a
+            # CUDA kernel auto-picked for the float mask does is not checked here, so training runs on the math
+            # kernel unless a CUDA kernel is pinned with `backend` (inference keeps any kernel)
+            if mask.requires_grad and (q.device.type != "cuda" or backend == "auto"):
                 backend = "math"
         out = sdpa(q, k, v, mask, dropout_p=dropout_p, backend=backend)
         return out if keep is None else out * keep
