@@ -75,6 +75,10 @@ def test_counts_equal_transformers_own_model(label):
     assert param_stats(plan)["total"] == published
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     assert kv_cache(plan, "bf16")["bytes_per_token"] == 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 2
+    # at full size: the traced count (meta, data-free routing) == the kinds' closed forms
+    from backend.analysis import closed_form as cf
+
+    assert flop_stats(plan, 256)["forward"] == cf.model_flops(plan, 1, 256)["forward"]
 
 
 def test_transformers_4_qwen3_moe_file_names_num_experts():
