@@ -245,3 +245,13 @@ def test_standalone_export_of_an_imported_gpt_oss_reproduces_hf_logits(tmp_path)
     tokens = torch.randint(0, 61, (2, 9), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert (exported(tokens).output - hf(tokens).logits).abs().max().item() < 1e-4
+
+
+def test_qwen2_moe_transformers_4_file_and_its_sliding_rule():
+    v5 = as_file_dict(hf_config("qwen2_moe", **REAL["Qwen1.5-MoE-A2.7B"][2]))
+    v4 = {k: v for k, v in v5.items() if k not in ("rope_parameters", "layer_types", "dtype", "qkv_bias")}
+    v4.update(rope_theta=1000000.0, torch_dtype="bfloat16")
+    assert import_hf(v4) == import_hf(v5)
+    # transformers 4 with use_sliding_window: Qwen2MoeConfig slides the even layers below max_window_layers
+    slid = import_hf({**v4, "use_sliding_window": True, "sliding_window": 4096, "max_window_layers": 6})
+    assert slid["layers"]["rules"][0] == {"when": {"layer_idx": [0, 2, 4]}, "params": {"attention": {"window": 4096}}}
