@@ -67,6 +67,8 @@ def mlp_flops_traced(mlp: torch.nn.Module, x: torch.Tensor) -> int:
         total += mlp.top_k * count(mlp.experts[0], h)[0]
     for shared in getattr(mlp, "shared", []):
         total += count(shared, h)[0]
+    if getattr(mlp, "shared_gate", None) is not None:  # Qwen2-MoE's Linear(D, 1) on every token
+        total += count(mlp.shared_gate, h)[0]
     return total
 
 
