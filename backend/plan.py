@@ -550,6 +550,16 @@ def _check_default_keys(name: str, stack: Stack, unique: list[ResolvedLayer], us
                 raise DesignError.at([name, "params", cat, key], f"no layer's {cat} kind takes this parameter (kinds used: {kinds_used})")
 
 
+def _check_flow(name: str, stack: Stack, unique: list[ResolvedLayer], has_cross: bool) -> None:
+    """A learned or predicted flow speed scales residual branches: a stack of empty layers has none, so the
+    speed would be a parameter no gradient ever reaches (found by tests/test_accepted_runs.py)."""
+    if stack.flow.mode not in ("learned", "predicted") or has_cross:
+        return
+    if all(kind("attention", u.attention).identity and kind("mlp", u.mlp).identity for u in unique):
+        raise DesignError.at([name, "flow", "mode"], f"{stack.flow.mode!r} scales residual branches, but every layer of "
+                                                     f"{name} is empty (no mixer and no MLP): use mode 'none'")
+
+
 def _resolve_stack(design: Design, name: str, stack: Stack, warnings: list[str]) -> StackPlan:
     """Defaults -> pattern | string | explicit -> rules -> checked unique layers -> repetition."""
     causal = design.is_causal(name)
@@ -569,6 +579,7 @@ def _resolve_stack(design: Design, name: str, stack: Stack, warnings: list[str])
     used: dict[str, set[str]] = {c: set() for c in CATEGORIES + ("cross",)}
     unique = [_finalise_layer(design, name, stack, slot, i, causal, has_cross, used) for i, slot in enumerate(slots)]
     _check_default_keys(name, stack, unique, used)
+    _check_flow(name, stack, unique, has_cross)
     _causal_notes(name, unique, causal, warnings)
     executed = tuple(
         ResolvedLayer(name, j, u, unique[u].attention, unique[u].mlp, unique[u].norm, causal, has_cross, unique[u].params, unique[u].config)

@@ -1,6 +1,7 @@
 """Empty sublayers (`attention: none`, `mlp: none`): a block keeps only the other branch (Nemotron-H style)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from backend.analysis import analyze
@@ -100,3 +101,19 @@ def test_megatron_hybrid_override_pattern():
     d["layers"]["string"] = "SDPA"
     with pytest.raises(DesignError, match="mutually exclusive"):
         resolve_plan(d)
+
+
+def test_a_flow_speed_over_empty_layers_is_refused():
+    """Found by the accepted-runs soak (seeds 101, 103, 104, 106, 108): a learned speed over a stack of empty
+    layers was accepted and then failed the smoke test's gradient check (the speed scales nothing)."""
+    from backend.errors import DesignError
+    from backend.plan import resolve_plan
+
+    d = {"vocab_size": 5, "hidden_size": 8, "n_heads": 1,
+         "layers": {"n_layers": 2, "attention": "none", "mlp": "none", "flow": {"mode": "learned"}}}
+    with pytest.raises(DesignError, match=r"layers\.flow\.mode: 'learned' scales residual branches"):
+        resolve_plan(d)
+    d["layers"]["rules"] = [{"when": {"layer_idx": [1]}, "mlp": "swiglu"}]  # one real branch: accepted, and it learns
+    from backend.analysis import smoke_test
+
+    assert smoke_test(d).passed
