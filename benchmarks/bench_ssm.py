@@ -1,4 +1,4 @@
-"""Mamba-2 speed: the chunked SSD form against the sequential recurrence, and linear growth in length.
+"""Mamba-2 and Mamba speed: the chunked forms against the sequential recurrences, and linear growth in length.
 
     python benchmarks/bench_ssm.py [--hidden 256] [--d-state 64] [--threads N]
 
@@ -6,6 +6,8 @@ Prints, in one run: the forward time of the SSD scan in chunked form (the
 training path of ``backend.nn.mamba2``) against the token-by-token recurrence
 (its decode step applied S times) at seq 4096, and the chunked full-layer
 forward time at 8k over 1k tokens (linear: about 8x; quadratic would be 64x).
+The same two figures for ``mamba`` (Mamba-1, ``backend.nn.mamba``: chunked
+associative scan against its decode step applied S times; d_state 16).
 CPU, float32, batch 1, best of a few repeats.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.nn.common import LayerContext  # noqa: E402
+from backend.nn.mamba import Mamba, scan_step, selective_scan  # noqa: E402
 from backend.nn.mamba2 import Mamba2, ssd_chunked, ssd_step  # noqa: E402
 
 
@@ -72,7 +75,36 @@ def main(argv: list[str] | None = None) -> int:
           f"-> {t_seq / t_chunk:.1f}x faster")
     print(f"  full layer forward: 1k {t[1024] * 1e3:.1f} ms, 8k {t[8192] * 1e3:.1f} ms "
           f"-> 8k/1k = {t[8192] / t[1024]:.2f}x (linear: 8x)")
+    bench_mamba(args, g)
     return 0
+
+
+def bench_mamba(args, g: torch.Generator) -> None:
+    """Mamba-1: chunked scan vs its decode step S times at 4096; full layer 8k / 1k."""
+    params = {"d_state": 16, "d_conv": 4, "expand": 2, "dt_rank": 0, "bc_norm": False, "chunk_size": 64}
+    ctx = LayerContext(hidden_size=args.hidden, n_heads=1, n_kv_heads=1, head_dim=args.hidden, ffn_hidden=1,
+                       params=params)
+    m = Mamba(ctx).eval()
+    E, N, s = m.d_inner, m.d_state, 4096
+    x = torch.randn(1, s, E, generator=g)
+    dt = torch.nn.functional.softplus(torch.randn(1, s, E, generator=g) - 3)
+    A = -torch.exp(m.A_log.detach())
+    B, C = torch.randn(1, s, N, generator=g), torch.randn(1, s, N, generator=g)
+
+    def sequential():
+        state = x.new_zeros(1, E, N)
+        for t in range(s):
+            _, state = scan_step(x[:, t], dt[:, t], A, B[:, t], C[:, t], state)
+
+    with torch.no_grad():
+        t_chunk = best(lambda: selective_scan(x, dt, A, B, C, 64))
+        t_seq = best(sequential, repeats=1)
+        t = {n: best(lambda n=n: m(torch.randn(1, n, args.hidden, generator=g))) for n in (1024, 8192)}
+    print(f"mamba (D={args.hidden}, d_inner={E}, d_state={N}, chunk=64)")
+    print(f"  scan at seq {s}: chunked {t_chunk * 1e3:.1f} ms, sequential {t_seq * 1e3:.1f} ms "
+          f"-> {t_seq / t_chunk:.1f}x faster")
+    print(f"  full layer forward: 1k {t[1024] * 1e3:.1f} ms, 8k {t[8192] * 1e3:.1f} ms "
+          f"-> 8k/1k = {t[8192] / t[1024]:.2f}x (linear: 8x)")
 
 
 if __name__ == "__main__":

@@ -167,6 +167,7 @@ CONFIGS = {
     "sliding_sdpa": [{"size": 3}, {"size": 40}],
     "toy_decay": [{}],
     "mamba2": [{"d_state": 4, "head_dim": 8, "chunk_size": 5}, {"d_state": 3, "head_dim": 16, "n_groups": 2, "chunk_size": 64, "d_conv": 3}],
+    "mamba": [{"d_state": 4, "chunk_size": 5}, {"d_state": 3, "expand": 1, "dt_rank": 5, "bc_norm": True, "chunk_size": 64, "d_conv": 3}],
 }
 D, H, KV, L, S, B = 32, 4, 2, 24, 12, 2
 

@@ -175,6 +175,17 @@ def _shrink_params(block: Any, f: float) -> None:
                 a["nb_features"] = min(a["nb_features"], 32)
             if isinstance(a.get("num_param_tokens"), int):
                 a["num_param_tokens"] = min(a["num_param_tokens"], 16)
+            # state-space mixers (mamba2 / mamba): a small state; Mamba-2 heads of 16 channels in one group
+            if isinstance(a.get("d_state"), int):
+                a["d_state"] = min(a["d_state"], 16)
+            if isinstance(a.get("dt_rank"), int) and a["dt_rank"] > 8:
+                a["dt_rank"] = 8
+            if isinstance(a.get("head_dim"), int) and a["head_dim"] > 16:
+                a["head_dim"] = 16
+                if isinstance(a.get("n_groups"), int):
+                    a["n_groups"] = 1
+            if isinstance(a.get("chunk_size"), int):
+                a["chunk_size"] = min(a["chunk_size"], 64)
 
 
 def _heads(n: int, kv: int) -> tuple[int, int]:

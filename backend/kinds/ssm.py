@@ -1,4 +1,4 @@
-"""Declarations of the state-space token mixers (the contract: ``base``).
+"""Declarations of the state-space token mixers (the contract: ``base``): ``mamba2`` and ``mamba``.
 
 ``mamba2``: Mamba-2 / SSD (Dao & Gu 2024, arXiv 2405.21060), module
 ``backend.nn.mamba2``. Notation: D hidden, E = expand * D, P head_dim,
@@ -11,9 +11,21 @@ projections, the depthwise convolution and the SSD matmuls; element-wise work
 RMSNorm, the D skip) counts zero, as norms and softmax do elsewhere. The
 chunked form computes each Q x Q intra-chunk block in full and masks it, so
 there is no separate causal-aware count.
+
+``mamba``: Mamba-1 selective scan (Gu & Dao 2023, arXiv 2312.00752), module
+``backend.nn.mamba``. Notation: D hidden, E = expand * D, N d_state, K d_conv,
+R dt_rank (0 = ceil(D / 16)). FLOP convention as above: the MACs of in_proj,
+the depthwise conv, x_proj, dt_proj, the read-out h_t . C_t (E N per token)
+and out_proj. The recurrence itself (decay exp(dt A), dt x B, h = a h + u:
+about 3 E N element-wise operations per token, or 2 E N log2(Q) more in the
+chunked form's associative scan), the gate, the D skip and the optional
+dt/B/C RMSNorms are element-wise and count zero, as norms and softmax do
+elsewhere. Megatron-LM has no Mamba-1 formula; its Mamba-2 scan term is 7 E N
+per token.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +95,56 @@ class Mamba2Kind(AttentionKind):
         return float((E + conv_dim + H) + conv_dim + 3 * E + (G + H) * Q), 0.0
 
 
+@dataclass(frozen=True)
+class MambaKind(AttentionKind):
+    """Mamba-1 (``backend.nn.mamba``): per-channel diagonal state (E x N), no heads or groups."""
+
+    causal: bool = True
+    bidirectional: bool = False
+    cacheable: bool = True
+    uses_positions: bool = False
+    softmax: bool = False
+
+    @staticmethod
+    def sizes(model: Any, cfg: dict[str, Any]) -> tuple[int, int, int, int]:
+        """(E, N, K, R) of a resolved layer."""
+        D = model.hidden_size
+        return int(cfg["expand"]) * D, int(cfg["d_state"]), int(cfg["d_conv"]), int(cfg["dt_rank"]) or -(-D // 16)
+
+    def flops(self, model: Any, cfg: dict[str, Any], b: int, s: int, *, causal: bool) -> tuple[float, float]:
+        """in_proj, the depthwise conv, x_proj, dt_proj, the read-out h . C, out_proj (module docstring)."""
+        D = model.hidden_size
+        E, N, K, R = self.sizes(model, cfg)
+        per_token = D * 2 * E + E * K + E * (R + 2 * N) + R * E + E * N + E * D
+        f = float(2 * b * s * per_token)
+        return f, f
+
+    def param_count(self, model: Any, cfg: dict[str, Any], *, causal: bool) -> int:
+        # in_proj, conv weight (E, 1, K) + bias, x_proj, dt_proj (+ bias), A_log (E, N), D, out_proj, [dt/B/C norms]
+        D = model.hidden_size
+        E, N, K, R = self.sizes(model, cfg)
+        n = D * 2 * E + E * K + E + E * (R + 2 * N) + R * E + E + E * N + E + E * D
+        if model.bias:
+            n += 2 * E + D
+        if cfg["bc_norm"]:
+            n += R + 2 * N
+        return n
+
+    def cache(self, model: Any, cfg: dict[str, Any], dtype_bytes: int) -> CacheLayout:
+        # StateCache: conv (B, E, K - 1) in the model dtype, ssm (B, E, N) in >= float32
+        E, N, K, _ = self.sizes(model, cfg)
+        return CacheLayout(state_bytes=E * (K - 1) * dtype_bytes + E * N * max(dtype_bytes, 4))
+
+    def activation_elems(self, model: Any, cfg: dict[str, Any], s: int, *, fused: bool) -> tuple[float, float]:
+        # per token: in_proj output (2E), conv input and output (2E), x_proj input (E) and output (R + 2N),
+        # dt_proj output and dt (2E), the gate inputs (2E), out_proj input (E); the scan keeps its (E, N)
+        # decays and partial sums at each of the ceil(log2 Q) + 1 passes of a chunk (2 E N each)
+        E, N, _, R = self.sizes(model, cfg)
+        Q = max(1, min(int(cfg["chunk_size"]), s))
+        passes = math.ceil(math.log2(Q)) + 1 if Q > 1 else 1
+        return float(10 * E + R + 2 * N + 2 * E * N * passes), 0.0
+
+
 KINDS: list[AttentionKind] = [
     Mamba2Kind(
         "mamba2", "attention", "backend.nn.mamba2:Mamba2",
@@ -98,5 +160,20 @@ KINDS: list[AttentionKind] = [
             "chunk_size": P("int", 256, "SSD chunk length of the chunked (training) form", 1, 1 << 16),
         },
         label="Mamba-2 (SSD)", abbrev="MAMBA2", color="#D67236", aliases=("MAMBA2",),
+    ),
+    MambaKind(
+        "mamba", "attention", "backend.nn.mamba:Mamba",
+        "Mamba selective state-space mixer: input projection, causal depthwise conv, input-dependent dt / B / C, "
+        "a diagonal decay per channel and state entry, chunked parallel scan; decodes with a constant state.",
+        "Gu & Dao 2023, Mamba: Linear-Time Sequence Modeling with Selective State Spaces, arXiv 2312.00752",
+        {
+            "d_state": P("int", 16, "SSM state size N per channel", 1, 4096),
+            "d_conv": P("int", 4, "depthwise causal convolution kernel size", 2, 64),
+            "expand": P("int", 2, "inner width = expand * hidden_size", 1, 16),
+            "dt_rank": P("int", 0, "rank of the dt projection (0 = ceil(hidden_size / 16))", 0, 1 << 16),
+            "bc_norm": P("bool", False, "RMSNorm on dt, B and C before the scan (Jamba, arXiv 2403.19887)"),
+            "chunk_size": P("int", 64, "chunk length of the chunked (training) scan", 1, 1 << 16),
+        },
+        label="Mamba (selective scan)", abbrev="MAMBA", color="#B5542B", aliases=("MAMBA",),
     ),
 ]
