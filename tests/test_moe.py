@@ -177,7 +177,7 @@ def test_many_experts_are_counted_from_two_probes_exactly():
 
     cfg = parts.config_of(resolve_plan(d))
     mkey, lkey = parts.model_key(cfg), parts.layer_key(cfg["stacks"]["layers"]["layers"][0])
-    assert parts.affine_probe(lkey) is not None
+    assert parts.affine_probes(lkey)
     assert parts.per_layer(block_flops, mkey, lkey, True, False, 16) == block_flops(mkey, lkey, True, False, 16)
     import json
 
@@ -278,3 +278,44 @@ def test_shared_gate_and_widths():
             ref[t] += weights[t, j] * m.experts[int(experts[t, j])](h[t])
     ref += torch.sigmoid(m.shared_gate(h)) * (m.shared[0](h) + m.shared[1](h))
     assert torch.allclose(m(x), ref.view_as(x), atol=1e-12)
+
+
+def test_layers_differing_in_width_share_their_probes():
+    """Widths and expert counts are declared affine (``MlpKind.affine_probes``): layers that differ only in
+    ``hidden`` are measured at the same corners (widths 1 and 2), and the interpolation equals the real model
+    (parameters by numel of the meta-built model; FLOPs and saved bytes measured layer by layer directly)."""
+    import json
+
+    from backend.analysis import analyze, flops, parts
+    from backend.analysis.flops import block_flops
+    from backend.build import build_model
+    from backend.plan import resolve_plan
+    from backend.training.activations import layer_saved
+
+    def design(n, experts):
+        return {"name": "widths", "vocab_size": 64, "hidden_size": 32, "n_heads": 4, "max_seq_len": 16,
+                "layers": {"n_layers": n, "mlp": "moe", "params": {"mlp": {"num_experts": experts, "top_k": 2}},
+                           "explicit": [{"params": {"mlp": {"hidden": 8 + 3 * i}}} for i in range(n)]}}
+
+    small = design(5, 14)
+    r = analyze(small, seq_len=16, batch=2, dtype="fp32")
+    assert r["params"]["total"] == sum(p.numel() for p in build_model(small, device="meta").parameters())
+    cfg = parts.config_of(resolve_plan(small))
+    mkey = parts.model_key(cfg)
+    fkey = json.dumps({**cfg["stacks"]["layers"]["flow"], "per_layer": False}, sort_keys=True)
+    for layer in cfg["stacks"]["layers"]["layers"]:
+        lkey = parts.layer_key(layer)
+        assert len(parts.affine_probes(lkey)) == 2
+        assert parts.per_layer(block_flops, mkey, lkey, True, False, 16) == block_flops(mkey, lkey, True, False, 16)
+        args = (True, False, fkey, 2, 16, "fp32", False)
+        assert parts.per_layer(layer_saved, mkey, lkey, *args) == layer_saved(mkey, lkey, *args)
+
+    # the issue's hostile shape: 1,024 distinct layers x 1,024 experts -> four measured blocks in all
+    parts.block.cache_clear()
+    flops.block_flops.cache_clear()
+    big = analyze(design(1024, 1024), seq_len=16)
+    assert parts.block.cache_info().misses <= 4
+    assert len(big["layers"]) == 1024
+    h0, h1 = 8, 8 + 3 * 1023  # q/k/v/o 4*32*32, router 32*E, E SwiGLU experts of 3*32*h, two norms of 32
+    assert big["layers"][0]["params"] == 4 * 32 * 32 + 32 * 1024 + 1024 * 3 * 32 * h0 + 2 * 32
+    assert big["layers"][-1]["params"] == 4 * 32 * 32 + 32 * 1024 + 1024 * 3 * 32 * h1 + 2 * 32

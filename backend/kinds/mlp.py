@@ -42,6 +42,16 @@ class FfnKind(MlpKind):
         F = width(model, cfg)
         return (2 if self.gated else 1) * F + F
 
+    def affine_probes(self, cfg: dict[str, Any]) -> tuple[tuple[str, int, int], ...]:
+        return hidden_probe(cfg)
+
+
+def hidden_probe(cfg: dict[str, Any]) -> tuple[tuple[str, int, int], ...]:
+    """An explicit FFN width: weights, matmuls and saved activations are each linear in it (no rounding),
+    so layers that differ only in ``hidden`` are measured at widths 1 and 2 and share the measurement."""
+    h = cfg.get("hidden")
+    return (("hidden", h, 1),) if isinstance(h, int) and h > 2 else ()
+
 
 class _WithBias:
     """The model's sizes with ``bias`` on: the experts of a MoE with ``expert_bias``."""
@@ -98,15 +108,17 @@ class MoeKind(MlpKind):
     def sub_kinds(self, cfg: dict[str, Any]) -> tuple[str, ...]:
         return (self._expert(cfg).name,)
 
-    def affine_probe(self, cfg: dict[str, Any]) -> tuple[str, int, int] | None:
+    def affine_probes(self, cfg: dict[str, Any]) -> tuple[tuple[str, int, int], ...]:
         # router D*E, E experts, the router's logits over E: affine in E; routed work (top_k experts a
         # token) is not. A capacity below the balanced share drops tokens, which is not affine: measure.
-        # Group-limited routing needs num_experts divisible by n_group: measured as configured.
+        # Every expert's (and shared expert's) counts are linear in the expert width for a fixed E.
+        # Group-limited routing needs num_experts divisible by n_group: E measured as configured.
         e, k, _ = self._counts(cfg)
         factor = cfg.get("capacity_factor", 0.0)
-        if e <= k + 8 or cfg.get("capacity", 0) or 0 < factor < 1 or int(cfg.get("n_group", 1)) > 1:
-            return None
-        return "num_experts", e, k
+        experts: tuple[tuple[str, int, int], ...] = ()
+        if not (e <= k + 8 or cfg.get("capacity", 0) or 0 < factor < 1 or int(cfg.get("n_group", 1)) > 1):
+            experts = (("num_experts", e, k),)
+        return experts + hidden_probe(cfg)
 
     def causal_warning(self, cfg: dict[str, Any]) -> str | None:
         # Capacity slots are served in token order over the batch (backend/nn/moe.py), so a later
