@@ -190,3 +190,40 @@ def test_unmappable_fields_are_errors_naming_the_field(field, value, match):
 def test_unknown_weight_names_are_errors():
     with pytest.raises(DesignError, match="model.layers.0.self_attn.rotary"):
         map_state_dict("deepseek_v2", {"model.layers.0.self_attn.rotary.weight": torch.zeros(2)})
+
+
+def test_hub_per_expert_weight_names_map_the_same():
+    """The hub's remote-code checkpoints keep experts apart (``mlp.experts.{e}.gate_proj`` ...); transformers 5
+    fuses them (``gate_up_proj`` (E, 2F, D), ``down_proj`` (E, D, F)): both map to the same state dict."""
+    torch.manual_seed(0)
+    model_type, kw = LOGIT_CASES["v3_yarn"]
+    fused = AutoModelForCausalLM.from_config(hf_config(model_type, **kw)).state_dict()
+    apart = {}
+    for name, t in fused.items():
+        pre, _, rest = name.partition(".mlp.experts.")
+        if rest == "gate_up_proj":
+            for e in range(t.shape[0]):
+                apart[f"{pre}.mlp.experts.{e}.gate_proj.weight"], apart[f"{pre}.mlp.experts.{e}.up_proj.weight"] = t[e].chunk(2)
+        elif rest == "down_proj":
+            for e in range(t.shape[0]):
+                apart[f"{pre}.mlp.experts.{e}.down_proj.weight"] = t[e]
+        else:
+            apart[name] = t
+    a, b = map_state_dict("deepseek_v3", fused), map_state_dict("deepseek_v3", apart)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_imports_a_deepseek_config(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**as_file_dict(hf_config("deepseek_v2", **V2_LITE)), **HUB_EXTRA["deepseek_v2"]}))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "backend", *a], cwd=ROOT, capture_output=True, text=True)  # noqa: E731
+    r = run("analyze", str(path), "--seq-len", "128", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["params"]["total"] == 15_706_484_224 and out["memory"]["kv_cache_bytes_per_token"] == 27 * 576 * 2
+    path.write_text(json.dumps({**json.loads(path.read_text()), "moe_layer_freq": 2}))
+    r = run("import-hf", str(path))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "moe_layer_freq" in r.stderr, r.stderr
