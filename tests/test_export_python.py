@@ -67,7 +67,10 @@ def meta_params(design) -> int:
     return sum(p.numel() for p in build_model(design, device="meta").parameters())
 
 
-_SCALE_PARAMS = {"hidden": 96, "num_param_tokens": 16, "nb_features": 32, "modes": 8, "window": 8, "prefix_len": 4}
+_SCALE_PARAMS = {"hidden": 96, "num_param_tokens": 16, "nb_features": 32, "modes": 8, "window": 8, "prefix_len": 4,
+                 # MoE width / experts and MLA sizes (deepseek_v2_lite: 64 experts, kv_lora_rank 512)
+                 "shared_hidden": 96, "num_experts": 8, "q_lora_rank": 32, "kv_lora_rank": 32, "qk_nope_head_dim": 16,
+                 "qk_rope_head_dim": 8, "v_head_dim": 16}
 
 
 def _scale_params(obj):

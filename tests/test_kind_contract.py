@@ -166,6 +166,9 @@ CONFIGS = {
     "causal_linear": [{"nb_features": 6}],
     "sliding_sdpa": [{"size": 3}, {"size": 40}],
     "toy_decay": [{}],
+    "mla": [{}, {"q_lora_rank": 12, "kv_lora_rank": 10, "qk_nope_head_dim": 6, "qk_rope_head_dim": 4, "v_head_dim": 5,
+             "rope_interleave": False, "latent_norm_eps": 1e-6},
+            {"q_lora_rank": 6, "yarn_factor": 4.0, "yarn_original_max": 6, "yarn_mscale": 0.707, "yarn_mscale_all_dim": 1.0}],
     "mamba2": [{"d_state": 4, "head_dim": 8, "chunk_size": 5}, {"d_state": 3, "head_dim": 16, "n_groups": 2, "chunk_size": 64, "d_conv": 3}],
     "mamba": [{"d_state": 4, "chunk_size": 5}, {"d_state": 3, "expand": 1, "dt_rank": 5, "bc_norm": True, "chunk_size": 64, "d_conv": 3}],
 }

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ..errors import DesignError
-from . import gpt_oss, llama, qwen_moe
+from . import deepseek, gpt_oss, llama, qwen_moe
 from .common import bad
 
 
@@ -39,6 +39,7 @@ FAMILIES: list[Family] = [
     Family(llama.MODEL_TYPES, llama.import_config, llama.map_weights, llama.WEIGHT_TYPES),
     Family(qwen_moe.MODEL_TYPES, qwen_moe.import_config, qwen_moe.map_weights),
     Family(gpt_oss.MODEL_TYPES, gpt_oss.import_config, gpt_oss.map_weights),
+    Family(deepseek.MODEL_TYPES, deepseek.import_config, deepseek.map_weights),
 ]
 
 

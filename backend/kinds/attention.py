@@ -125,6 +125,112 @@ class DiffKind(SoftmaxKind):
 
 
 # ---------------------------------------------------------------------------
+# Multi-head Latent Attention (DeepSeek-V2 / V3)
+
+
+def mla_sizes(model: Any, cfg: dict[str, Any]) -> tuple[int, int, int, int, int]:
+    """(qr (0 = plain q projection), c, n, r, dv) of an ``mla`` layer, null sizes derived from ``head_dim``
+    as ``backend.nn.mla.mla_sizes`` derives them: n = dv = head_dim, r = head_dim / 2 rounded down to even, c = 4 head_dim."""
+    Dh = model.attn_head_dim
+    return (int(cfg.get("q_lora_rank") or 0), int(cfg.get("kv_lora_rank") or 4 * Dh),
+            int(cfg.get("qk_nope_head_dim") or Dh), int(cfg.get("qk_rope_head_dim") or max(2, Dh // 4 * 2)),
+            int(cfg.get("v_head_dim") or Dh))
+
+
+@dataclass(frozen=True)
+class MlaKind(AttentionKind):
+    """Multi-head Latent Attention (``backend/nn/mla.py``; qr, c, n, r, dv as there).
+
+    FLOPs count the *expanded* (training) form the module runs without a cache:
+    q (``q_proj`` D x H(n+r), or ``q_a_proj`` D x qr + ``q_b_proj`` qr x H(n+r)),
+    ``kv_a_proj_with_mqa`` D x (c+r), ``kv_b_proj`` c x H(n+dv) on every token,
+    scores (n+r MACs per pair and head), values (dv), ``o_proj`` H dv x D; rotary,
+    the latent RMSNorms and softmax are element-wise (zero). The analysis reports
+    no decode FLOPs; the absorbed decode step the module runs with a cache costs,
+    per new token and T cached tokens, the same projections less ``kv_b_proj``, plus
+    ``2 H n c`` (q_nope W_UK), ``2 H T (c+r)`` (scores), ``2 H T c`` (values) and
+    ``2 H c dv`` (W_UV). The cache is the compressed latent: c + r values per token.
+    """
+
+    cacheable: bool = True
+    softmax: bool = True
+
+    def check(self, model: Any, cfg: dict[str, Any], *, causal: bool, positional: Any = None) -> None:
+        _, _, _, r, _ = mla_sizes(model, cfg)
+        rotary = bool(getattr(positional, "rotary", False))
+        if rotary and r % 2:
+            raise KindError(f"rotary positions rotate channel pairs: qk_rope_head_dim must be even, got {r}",
+                            "qk_rope_head_dim")
+        if cfg.get("yarn_factor", 1.0) > 1 and not rotary:
+            raise KindError(f"YaRN scales rotary frequencies: it needs rotary positions, got positional "
+                            f"{getattr(positional, 'name', positional)!r}", "yarn_factor")
+
+    def _linear(self, model: Any, cfg: dict[str, Any]) -> tuple[int, int, int]:
+        """(weights of the projections applied to each query token, of kv_b_proj per token, bias count)."""
+        D, H = model.hidden_size, model.n_heads
+        qr, c, n, r, dv = mla_sizes(model, cfg)
+        q = D * qr + qr * H * (n + r) if qr else D * H * (n + r)
+        w = q + D * (c + r) + H * dv * D
+        in_bias = model.bias or model.qkv_bias
+        bias = ((qr or H * (n + r)) + c + r if in_bias else 0) + (D if model.bias else 0)
+        return w, c * H * (n + dv), bias
+
+    def flops(self, model: Any, cfg: dict[str, Any], b: int, s: int, *, causal: bool) -> tuple[float, float]:
+        H = model.n_heads
+        _, _, n, r, dv = mla_sizes(model, cfg)
+        w, up, _ = self._linear(model, cfg)
+        lin, per_pair = 2 * b * s * (w + up), 2 * b * H * (n + r + dv)
+        return lin + per_pair * s * s, lin + per_pair * self.pairs(cfg, s, causal=causal)
+
+    def param_count(self, model: Any, cfg: dict[str, Any], *, causal: bool) -> int:
+        qr, c, _, _, _ = mla_sizes(model, cfg)
+        w, up, bias = self._linear(model, cfg)
+        return w + up + bias + qr + c  # + the gains of q_a_layernorm and kv_a_layernorm
+
+    def cache(self, model: Any, cfg: dict[str, Any], dtype_bytes: int) -> CacheLayout:
+        # KVCache: c_kv (B, 1, T, c) as k and the rotated shared rope key (B, 1, T, r) as v
+        _, c, _, r, _ = mla_sizes(model, cfg)
+        return CacheLayout((c + r) * dtype_bytes)
+
+    def activation_elems(self, model: Any, cfg: dict[str, Any], s: int, *, fused: bool) -> tuple[float, float]:
+        # q_a output and its norm (low-rank q), the kv_a output and the normed latent, the kv_b output,
+        # q and k of n + r per head, the attention output; without a fused kernel the softmax in and out
+        H = model.n_heads
+        qr, c, n, r, dv = mla_sizes(model, cfg)
+        e, drop = 2 * qr + (c + r) + c + H * (n + dv) + 2 * H * (n + r) + H * dv, 0.0
+        if not fused:
+            e += 2 * H * s
+            drop += H * s
+        return e, drop
+
+
+_MLA_SIZE = "(null = derived from head_dim, see the kind's docstring)"
+_MLA = {
+    "q_lora_rank": P("int", 0, "rank of the low-rank query (q_a_proj -> RMSNorm -> q_b_proj); 0 / null = a plain "
+                     "q projection (DeepSeek-V2-Lite)", 0, 1 << 16, nullable=True),
+    "kv_lora_rank": P("int", None, f"rank c of the compressed KV latent (cached) {_MLA_SIZE}", 1, 1 << 16, nullable=True),
+    "qk_nope_head_dim": P("int", None, f"per-head query/key channels without rotary {_MLA_SIZE}", 1, 4096, nullable=True),
+    "qk_rope_head_dim": P("int", None, f"rotary channels of q per head and of the shared key (cached) {_MLA_SIZE}",
+                          1, 4096, nullable=True),
+    "v_head_dim": P("int", None, f"per-head value channels {_MLA_SIZE}", 1, 4096, nullable=True),
+    "rope_interleave": P("bool", True, "rotary on interleaved channel pairs (2i, 2i+1), DeepSeek's layout; "
+                         "false: half-split pairs (i, i + r/2)"),
+    "latent_norm_eps": P("float", None, "epsilon of the q / kv latent RMSNorms (null = the model's norm_eps; "
+                         "DeepSeek uses 1e-6)", 0.0, 1.0, nullable=True),
+    "yarn_factor": P("float", 1.0, "YaRN context-extension factor of the rotary frequencies (1 = plain rotary)",
+                     1.0, 1e4),
+    "yarn_original_max": P("int", None, "YaRN: the pre-training context length (null = max_seq_len)", 1, 1 << 24,
+                           nullable=True),
+    "yarn_beta_fast": P("float", 32.0, "YaRN: rotations bounding the extrapolated (kept) frequencies", 0.0, 1e4),
+    "yarn_beta_slow": P("float", 1.0, "YaRN: rotations bounding the interpolated frequencies", 0.0, 1e4),
+    "yarn_mscale": P("float", 0.0, "YaRN mscale of the cos/sin factor (0 = unset)", 0.0, 100.0),
+    "yarn_mscale_all_dim": P("float", 0.0, "YaRN mscale_all_dim: cos/sin divisor and the squared softmax-scale "
+                             "factor (0 = unset)", 0.0, 100.0),
+    "backend": P("choice", "auto", "SDPA kernel", choices=BACKENDS),
+}
+
+
+# ---------------------------------------------------------------------------
 # Token-parameter attention
 
 
@@ -371,6 +477,14 @@ KINDS: list[AttentionKind] = [
             "seed": P("int", 0, "seed for random mode selection", 0, 2**31 - 1),
         },
         label="frequency (FEDformer)", abbrev="FREQ", color="#E45756",
+    ),
+    MlaKind(
+        "mla", "attention", "backend.nn.mla:MultiHeadLatentAttention",
+        "Multi-head Latent Attention: low-rank (optional) q, a compressed KV latent plus one shared rope key, "
+        "decoupled rotary; caches the latent (kv_lora_rank + qk_rope_head_dim values per token).",
+        "DeepSeek-AI 2024, DeepSeek-V2, arXiv 2405.04434; DeepSeek-V3, arXiv 2412.19437; YaRN: Peng et al. 2023, "
+        "arXiv 2309.00071",
+        dict(_MLA), label="latent attention (MLA)", abbrev="MLA", color="#5D69B1", roles=("latent",),
     ),
     PerformerKind(
         "linear", "attention", "backend.nn.performer:PerformerAttention",

@@ -25,14 +25,16 @@ _KERNELS = {
 
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, *,
-         is_causal: bool = False, dropout_p: float = 0.0, backend: str = "auto") -> torch.Tensor:
+         is_causal: bool = False, dropout_p: float = 0.0, backend: str = "auto",
+         scale: float | None = None) -> torch.Tensor:
     """``F.scaled_dot_product_attention`` pinned to ``backend`` (auto / math / flash / efficient).
 
     A pinned kernel that cannot run on this device, dtype or mask (flash and
     efficient are CUDA kernels; flash on CPU takes no explicit mask) falls back
     to the math kernel, which gives the same result, instead of crashing.
+    ``scale`` None is SDPA's ``1 / sqrt(q.shape[-1])``.
     """
-    kwargs = dict(attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+    kwargs = dict(attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale)
     if backend == "auto":
         return F.scaled_dot_product_attention(q, k, v, **kwargs)
     try:
@@ -198,3 +200,29 @@ class CrossAttention(nn.Module):
         if keep is not None:
             out = out * keep
         return self.o_proj(out.transpose(1, 2).reshape(B, S, self.n_heads * self.head_dim))
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int, k_start: int, k_pad: torch.Tensor | None, *,
+           causal: bool, window: int = 0, alibi: bool = False, dropout_p: float = 0.0, backend: str = "auto",
+           scale: float | None = None) -> torch.Tensor:
+    """Softmax attention of q (B, H, S, E) over k (B, H, T, E), v (B, H, T, Ev) with this project's masks.
+
+    ``q_start`` / ``k_start``: absolute positions of q[:, :, 0] / k[:, :, 0]; ``k_pad`` (B, T) True = real key.
+    Causal and sliding-window masks (``common.attention_mask``), ALiBi as a score bias, all-padded query rows
+    as zeros (``common.open_empty_rows``). Shared by the softmax kinds that run on SDPA.
+    """
+    S, T = q.shape[2], k.shape[2]
+    plain = not window and k_pad is None and not alibi
+    if plain and (not causal or (S == T and q_start == k_start)):
+        # No explicit mask: lets SDPA pick its fused kernels (is_causal for the square case).
+        return sdpa(q, k, v, None, is_causal=causal, dropout_p=dropout_p, backend=backend, scale=scale)
+    q_pos, k_pos = positions(q_start, S, q.device), positions(k_start, T, q.device)
+    mask = attention_mask(q_pos, k_pos, causal=causal, window=window, padding_mask=k_pad)
+    keep = None
+    if mask is not None and k_pad is not None:
+        mask, keep = open_empty_rows(mask)  # (B, 1, S, T), (B, 1, S, 1)
+    if alibi:
+        bias = alibi_bias(q.shape[1], q_pos, k_pos, q.dtype)[None]  # (1, H, S, T)
+        mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+    out = sdpa(q, k, v, mask, dropout_p=dropout_p, backend=backend, scale=scale)
+    return out if keep is None else out * keep
