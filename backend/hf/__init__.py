@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ..errors import DesignError
-from . import llama
+from . import encdec, llama
 from .common import bad
 
 
@@ -37,6 +37,7 @@ class Family:
 
 FAMILIES: list[Family] = [
     Family(llama.MODEL_TYPES, llama.import_config, llama.map_weights, llama.WEIGHT_TYPES),
+    Family(encdec.MODEL_TYPES, encdec.import_config, encdec.map_weights, encdec.WEIGHT_TYPES),
 ]
 
 
