@@ -130,3 +130,59 @@ def test_logits_equal_with_hf_weights(case):
         steps = [model.forward_one_step(tgt[:, :4], cache, memory=memory, memory_mask=src_mask)]
         steps += [model.forward_one_step(tgt[:, i:i + 1], cache) for i in range(4, 9)]
     assert (torch.cat(steps, 1) - ref).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("num_buckets, max_distance", [(32, 128), (8, 7), (6, 20), (64, 300)])
+def test_t5_buckets_equal_transformers(num_buckets, max_distance):
+    """Every relative position in [-600, 600], both directions, against T5Attention's own bucket function."""
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    from backend.nn.common import LayerContext
+    from backend.nn.positional import RelativePositionBias
+
+    ctx = LayerContext(hidden_size=8, n_heads=2, n_kv_heads=2, head_dim=4, ffn_hidden=8,
+                       params={"num_buckets": num_buckets, "max_distance": max_distance})
+    with torch.device("meta"):
+        bias = RelativePositionBias(ctx)
+    rel = torch.arange(-600, 601)
+    for causal in (False, True):
+        ref = T5Attention._relative_position_bucket(rel, bidirectional=not causal, num_buckets=num_buckets,
+                                                    max_distance=max_distance)
+        assert torch.equal(bias.buckets(rel, causal=causal), ref)
+
+
+def test_t5_transformers_4_file_with_an_untied_head_has_the_published_count():
+    """flan-t5-small's config.json (transformers 4): gated-gelu, its own lm_head, no rescale: 76,961,152."""
+    v4 = {"model_type": "t5", "architectures": ["T5ForConditionalGeneration"], "vocab_size": 32128, "d_model": 512,
+          "d_kv": 64, "d_ff": 1024, "num_layers": 8, "num_decoder_layers": 8, "num_heads": 6,
+          "feed_forward_proj": "gated-gelu", "dense_act_fn": "gelu_new", "is_gated_act": True,
+          "tie_word_embeddings": False, "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128,
+          "layer_norm_epsilon": 1e-6, "dropout_rate": 0.1, "initializer_factor": 1.0, "n_positions": 512,
+          "output_past": True, "is_encoder_decoder": True, "pad_token_id": 0, "eos_token_id": 1,
+          "decoder_start_token_id": 0, "use_cache": True, "transformers_version": "4.23.1", "torch_dtype": "float32",
+          "task_specific_params": {"summarization": {"prefix": "summarize: "}}}
+    design, notes = import_hf_notes(v4)
+    assert design["tie_embeddings"] is False and design["head_rescale"] is False
+    assert any("gelu_new" in n for n in notes)
+    assert param_stats(ours(design))["total"] == 76_961_152
+    # transformers 5 ties T5's head whatever the file says: its count is one embedding matrix less
+    hf = hf_meta(hf_config("t5", **{k: v for k, v in v4.items() if k not in (
+        "model_type", "architectures", "transformers_version", "torch_dtype", "dense_act_fn", "is_gated_act")}))
+    assert sum(p.numel() for p in hf.parameters()) == 76_961_152 - 32128 * 512
+
+
+@pytest.mark.parametrize("model_type, field, value", [
+    ("t5", "feed_forward_proj", "gated-tanh"),
+    ("t5", "dense_act_fn", "gelu"),  # contradicts feed_forward_proj relu
+    ("t5", "is_encoder_decoder", False),
+    ("t5", "is_decoder", True),
+    ("t5", "relative_attention_max_distance", 2),  # not beyond the exact buckets
+    ("t5", "some_new_feature", 1),
+    ("t5", "num_heads", "8"),
+])
+def test_unsupported_fields_are_errors_naming_field_and_value(model_type, field, value):
+    d = as_file_dict(hf_config(model_type, **REAL["t5-small"][2]))
+    d[field] = value
+    with pytest.raises(DesignError) as err:
+        load_design(import_hf(d))
+    assert field in str(err.value) and repr(value) in str(err.value)

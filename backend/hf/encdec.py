@@ -96,6 +96,11 @@ def _t5(cfg: dict[str, Any], notes: list[str]) -> dict[str, Any]:
                       "(scale_decoder_outputs is a transformers-5 key)")
     else:
         tie = rescale = _flag(cfg, "tie_word_embeddings", True)
+    buckets = integer(cfg, "relative_attention_num_buckets", default=32)
+    max_distance = integer(cfg, "relative_attention_max_distance", default=128)
+    if max_distance <= buckets // 2:
+        raise bad("relative_attention_max_distance", max_distance,
+                  f"must be > relative_attention_num_buckets // 2 = {buckets // 2} (the log-spaced buckets end there)")
     no_scale = {"scale": 1.0}  # T5 does not scale the logits by 1/sqrt(d_kv)
     stack = {"attention": kind_for("attention", "full"), "mlp": kind_for("mlp", role)}
     design: dict[str, Any] = {
@@ -106,8 +111,7 @@ def _t5(cfg: dict[str, Any], notes: list[str]) -> dict[str, Any]:
         # relative positions have no length limit; n_positions (512) is the length T5 was trained at
         "max_seq_len": integer(cfg, "n_positions", default=512),
         "positional": kind_for("positional", "bucket_bias"),
-        "positional_params": {"num_buckets": integer(cfg, "relative_attention_num_buckets", default=32),
-                              "max_distance": integer(cfg, "relative_attention_max_distance", default=128)},
+        "positional_params": {"num_buckets": buckets, "max_distance": max_distance},
         "positional_per_stack": True, "norm": kind_for("norm", "rms_norm"), "norm_placement": "pre",
         "norm_eps": _eps(cfg, "layer_norm_epsilon", 1e-6), "bias": False, "qkv_bias": False,
         "tie_embeddings": tie, "head_rescale": rescale, "final_norm": True, "dropout": 0.0,
