@@ -1,4 +1,5 @@
-"""Encoder-decoder models: t5 (T5 1.0, T5 v1.1 / flan-t5) and bart.
+"""Encoder-decoder models: t5 (T5 1.0, T5 v1.1 / flan-t5). bart is not imported yet (it needs learned
+positions with an offset and an embedding LayerNorm per stack, and an embedding scale).
 
 T5 (Raffel et al. 2020, arXiv 1910.10683): pre-norm blocks with RMSNorm without a
 bias (``T5LayerNorm``: ``x * rsqrt(mean(x^2) + eps) * w``, this project's ``rms``);
@@ -14,8 +15,6 @@ Tying: transformers 4 files say ``tie_word_embeddings`` (v1.1: false, with an ow
 writes the rescale as ``scale_decoder_outputs``; a file with that key is read the
 transformers-5 way (tied, rescaled as it says).
 
-BART (Lewis et al. 2019, arXiv 1910.13461): see :func:`_bart`.
-
 The rules every importer follows are in ``backend/hf/__init__.py``.
 """
 from __future__ import annotations
@@ -24,7 +23,7 @@ from typing import Any
 
 from .common import INERT, bad, integer, kind_for
 
-MODEL_TYPES = ("t5", "bart")
+MODEL_TYPES = ("t5",)
 WEIGHT_TYPES = MODEL_TYPES
 
 _T5_KEYS = {"vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
@@ -124,11 +123,9 @@ def _t5(cfg: dict[str, Any], notes: list[str]) -> dict[str, Any]:
 
 
 def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """(design dict without its description, approximations) for a t5 or bart config."""
+    """(design dict without its description, approximations) for a t5 config."""
     notes: list[str] = []
-    if config["model_type"] == "t5":
-        return _t5(dict(config), notes), notes
-    return _bart(dict(config), notes), notes
+    return _t5(dict(config), notes), notes
 
 
 # ---------------------------------------------------------------------------
@@ -194,13 +191,6 @@ def _map_t5(hf_state: dict[str, Any]) -> dict[str, Any]:
 
 
 def map_weights(model_type: str, hf_state: dict[str, Any]) -> dict[str, Any]:
-    """Our state dict from a Hugging Face t5 / bart one; every input name must map (else a DesignError)."""
-    return _map_t5(hf_state) if model_type == "t5" else _map_bart(hf_state)
+    """Our state dict from a Hugging Face t5 one; every input name must map (else a DesignError)."""
+    return _map_t5(hf_state)
 
-
-def _bart(cfg: dict[str, Any], notes: list[str]) -> dict[str, Any]:
-    raise bad("model_type", "bart", "is not importable yet")
-
-
-def _map_bart(hf_state: dict[str, Any]) -> dict[str, Any]:
-    raise bad("model_type", "bart", "has no weight map yet")
