@@ -21,7 +21,7 @@ Source = Union[Design, Plan, dict, str]
 
 _MODEL_KEYS = (
     "name", "architecture", "task", "vocab_size", "input_dim", "output_dim", "hidden_size", "n_heads",
-    "activation", "max_seq_len", "positional", "rope_theta", "norm", "norm_placement", "norm_eps", "bias",
+    "activation", "max_seq_len", "positional", "rope_theta", "rope_scaling", "norm", "norm_placement", "norm_eps", "bias",
     "qkv_bias", "tie_embeddings", "final_norm", "dropout", "init_std", "gradient_checkpointing",
 )
 
@@ -37,6 +37,7 @@ def model_config(source: Source) -> dict[str, Any]:
     d = plan.design
     cfg: dict[str, Any] = {k: getattr(d, k) for k in _MODEL_KEYS}
     cfg["tie_embeddings"] = d.tied  # resolved (null = automatic in the design)
+    cfg["rope_scaling"] = None if d.rope_scaling is None else d.rope_scaling.model_dump(mode="json")  # YaRN
     cfg["n_kv_heads"] = d.kv_heads
     cfg["head_dim"] = d.attn_head_dim
     cfg["ffn_hidden"] = d.ffn_hidden

@@ -153,6 +153,18 @@ class Flow(_Frozen):
         return self
 
 
+class RopeScaling(_Frozen):
+    """YaRN rotary scaling (Peng et al. 2023, arXiv 2309.00071), as gpt-oss uses it (backend/nn/common.py)."""
+
+    type: Literal["yarn"] = "yarn"
+    factor: float = Field(..., gt=0, le=1e4, description="context extension factor s")
+    original_max_position_embeddings: int = Field(..., ge=1, le=MAX_SEQ, description="pre-training context L")
+    beta_fast: float = Field(32.0, gt=0, le=1e4, description="rotations above which a dimension is extrapolated")
+    beta_slow: float = Field(1.0, gt=0, le=1e4, description="rotations below which a dimension is interpolated")
+    truncate: bool = Field(True, description="round the correction range to whole dimensions")
+    attention_factor: Optional[float] = Field(None, gt=0, le=100, description="cos/sin scale (null = 0.1 ln s + 1)")
+
+
 class Stack(_Frozen):
     """A stack of layers (the `layers`, `encoder` or `decoder` block)."""
 
@@ -219,6 +231,8 @@ class Design(_Frozen):
     positional: str = Field(role("positional", "default"), json_schema_extra={"enum": list(POSITIONAL)},
                             description="positional scheme (a positional kind of the registry)")
     rope_theta: float = Field(10000.0, gt=0, le=1e9)
+    # YaRN rotary scaling (gpt-oss): reaches build.model_config, nn/model.CONFIG_KEYS and LayerContext
+    rope_scaling: Optional[RopeScaling] = Field(None, description="YaRN scaling of the rotary frequencies (null = plain)")
     norm: str = Field(role("norm", "default"), json_schema_extra={"enum": list(NORM)}, description="norm kind of every layer")
     norm_placement: Literal["pre", "post", "pre_post"] = "pre"
     norm_eps: float = Field(1e-5, gt=0, lt=1)
@@ -284,6 +298,8 @@ class Design(_Frozen):
             raise _err(["n_kv_heads"], f"must divide n_heads {self.n_heads}, got {self.n_kv_heads}")
         if self.kv_heads > self.n_heads:
             raise _err(["n_kv_heads"], f"must be <= n_heads {self.n_heads}, got {self.n_kv_heads}")
+        if self.rope_scaling is not None and not POSITIONAL[self.positional].rotary:
+            raise _err(["rope_scaling"], f"scales rotary frequencies and needs a rotary positional, got {self.positional!r}")
         if POSITIONAL[self.positional].rotary and self.attn_head_dim % 2:
             raise _err(["head_dim"], f"{self.positional} rotates channel pairs and needs an even head_dim, got {self.attn_head_dim}")
         if self.n_heads * self.attn_head_dim > 4 * MAX_WIDTH:

@@ -493,3 +493,44 @@ def test_meta_build_runs_no_initialiser_that_imports_dynamo():
     )
     root = Path(__file__).resolve().parent.parent
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=120)
+
+
+# ---------------------------------------------------------------------------
+# Attention sinks (gpt-oss): against the explicit softmax with a sink column (Hugging Face's eager form)
+
+
+@pytest.mark.parametrize("causal,window", [(True, 0), (True, 3), (False, 0)])
+def test_attention_sinks_match_the_explicit_softmax(causal, window):
+    from backend.nn.common import apply_rope, rope_cos_sin
+
+    m = make("self_sdpa", causal=causal, window=window, sinks=True)
+    with torch.no_grad():
+        m.sinks.copy_(torch.randn(H, dtype=torch.float64, generator=torch.Generator().manual_seed(9)) * 2)
+    x = inputs(s=7)
+    pad = torch.ones(2, 7, dtype=torch.bool)
+    pad[1, :2] = False  # left padding in the second row
+    B, S_ = x.shape[:2]
+    q = m.q_proj(x).view(B, S_, H, DH).transpose(1, 2)
+    k = m.k_proj(x).view(B, S_, HKV, DH).transpose(1, 2).repeat_interleave(H // HKV, 1)
+    v = m.v_proj(x).view(B, S_, HKV, DH).transpose(1, 2).repeat_interleave(H // HKV, 1)
+    cos, sin = rope_cos_sin(torch.arange(S_), DH, 10000.0, q.dtype)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    scores = q @ k.transpose(-1, -2) / DH ** 0.5  # (B, H, S, S)
+    i, j = torch.arange(S_)[:, None], torch.arange(S_)[None, :]
+    allowed = pad[:, None, None, :].expand(B, 1, S_, S_).clone()
+    if causal:
+        allowed &= j <= i
+    if window:
+        allowed &= (i - j) < window
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    logits = torch.cat([scores, m.sinks.view(1, H, 1, 1).expand(B, H, S_, 1)], -1)
+    probs = torch.softmax(logits, -1)[..., :-1]  # the sink takes probability mass, contributes nothing
+    expect = m.o_proj((probs @ v).transpose(1, 2).reshape(B, S_, H * DH))
+    got = m(x, padding_mask=pad)
+    assert (got - expect).abs().max() < 1e-10
+    if causal:  # cached decoding with padding equals the full forward
+        with torch.no_grad():
+            cache = m.new_cache(2, 7)
+            outs = [m(x[:, :3], cache=cache, padding_mask=pad[:, :3])]
+            outs += [m(x[:, t:t + 1], start_pos=t, cache=cache, padding_mask=pad[:, t:t + 1]) for t in range(3, 7)]
+        assert (torch.cat(outs, 1) - got).abs().max() < 1e-10

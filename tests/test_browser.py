@@ -261,3 +261,72 @@ def test_drag_a_layer_to_another_position(server, browser):
     assert row[0] != "SPEC" and row[3] == "SPEC", row
     page.screenshot(path=str(ARTIFACTS / "browser_drag_reorder.png"), full_page=True)
     page.close()
+
+
+WORKFLOW_PAGES = [  # (sidebar link, heading it opens, what the page must show)
+    ("Analysis", "Analysis", "workflow"),
+    ("Diagram", "Diagram", "workflow"),
+    ("Training plan", "Training plan", "workflow"),
+    ("Smoke test", "Smoke test", "Run smoke test"),
+    ("Probe", "Probe", "workflow"),
+    ("Export / Import", "Export / Import", "SPECTRAL"),
+    ("Compare", "Compare", "workflow"),
+    ("Library", "Library", "workflow"),
+]
+
+
+def _no_crash(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').first.inner_text()
+    assert page.get_by_text("This app has encountered an error").count() == 0
+
+
+def test_whole_workflow_every_page_and_reload(server, browser):
+    """Issue 15, done-when: one walk through the workflow (string edit -> every page -> smoke -> export ->
+    back, reload), a screenshot of each page in test-artifacts/, no page crashes, the design survives reload."""
+    from backend.share import encode_design
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    token = encode_design({"name": "workflow", "layers": {"n_layers": 4}})
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(f"{server}/?d={token}")
+    page.wait_for_selector('[data-testid="stMetricValue"]')
+    _wait_idle(page)
+    params0 = _metric(page, "Parameters (unique)")
+    page.locator("button").filter(has_text="Pattern / string").first.click()
+    _wait_idle(page)
+    page.get_by_text("String notation", exact=True).first.click()
+    _wait_idle(page)
+    box = page.locator('[data-testid="stTextInput"]').filter(has_text="String notation").locator("input")
+    box.fill("SPECTRAL,SDPA*3")
+    box.press("Enter")
+    params1 = _wait_metric_change(page, "Parameters (unique)", params0)
+    _wait_idle(page)
+    _no_crash(page)
+    page.screenshot(path=str(ARTIFACTS / "workflow_00_designer.png"), full_page=True)
+
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    for i, (link, heading, shown) in enumerate(WORKFLOW_PAGES, start=1):
+        nav.get_by_text(link, exact=True).first.click()
+        page.get_by_role("heading", name=heading).first.wait_for()
+        _wait_idle(page, timeout=90)
+        page.get_by_text(shown).first.wait_for(state="attached")  # (the export text sits in a tab)
+        if link == "Smoke test":
+            page.get_by_role("button", name="Run smoke test").click()
+            page.get_by_text("passed in").first.wait_for(timeout=180_000)
+            _wait_idle(page, timeout=90)
+        _no_crash(page)
+        page.screenshot(path=str(ARTIFACTS / f"workflow_{i:02d}_{link.split()[0].lower()}.png"), full_page=True)
+
+    nav.get_by_text("Designer", exact=True).first.click()
+    page.wait_for_selector('[data-testid="stMetricValue"]')
+    _wait_idle(page)
+    assert _metric(page, "Parameters (unique)") == params1
+    page.reload()
+    page.wait_for_selector('[data-testid="stMetricValue"]')
+    _wait_idle(page)
+    assert _metric(page, "Parameters (unique)") == params1  # the address carries the edited design
+    assert page.locator('[data-testid="stPlotlyChart"]').first.get_by_text("SPEC").count() >= 1
+    _no_crash(page)
+    page.screenshot(path=str(ARTIFACTS / "workflow_10_designer_after_reload.png"), full_page=True)
+    page.close()

@@ -177,7 +177,7 @@ def test_many_experts_are_counted_from_two_probes_exactly():
 
     cfg = parts.config_of(resolve_plan(d))
     mkey, lkey = parts.model_key(cfg), parts.layer_key(cfg["stacks"]["layers"]["layers"][0])
-    assert parts.affine_probe(lkey) is not None
+    assert parts.affine_probes(lkey)
     assert parts.per_layer(block_flops, mkey, lkey, True, False, 16) == block_flops(mkey, lkey, True, False, 16)
     import json
 
@@ -205,3 +205,117 @@ def test_analysis_cost_does_not_grow_with_experts():
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 300 * 1024  # KiB
     per_layer = 64 * 1024 + 1024 * 3 * 64 * (64 + 0)  # router + experts of layer 0 (hidden 64)
     assert r["layers"][0]["params"] > per_layer
+
+
+# ---------------------------------------------------------------------------
+# Routing options against transformers' own routers (the independent reference)
+
+
+def _hf_router(model_type: str, **kw):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.CONFIG_MAPPING[model_type](hidden_size=D, num_attention_heads=2, **kw)
+    mod = {"deepseek_v2": "transformers.models.deepseek_v2.modeling_deepseek_v2",
+           "deepseek_v3": "transformers.models.deepseek_v3.modeling_deepseek_v3",
+           "qwen2_moe": "transformers.models.qwen2_moe.modeling_qwen2_moe"}[model_type]
+    import importlib
+
+    module = importlib.import_module(mod)
+    cls = {"deepseek_v2": "DeepseekV2TopkRouter", "deepseek_v3": "DeepseekV3TopkRouter",
+           "qwen2_moe": "Qwen2MoeTopKRouter"}[model_type]
+    return getattr(module, cls)(cfg).double()
+
+
+def _dense_weights(experts: torch.Tensor, weights: torch.Tensor, e: int) -> torch.Tensor:
+    """(N, E) weight of every expert (0 where not selected): independent of the order of the top-k."""
+    return torch.zeros(experts.shape[0], e, dtype=weights.dtype).scatter_add(1, experts, weights)
+
+
+@pytest.mark.parametrize("model_type, ours, theirs", [
+    ("qwen2_moe", dict(norm_topk_prob=False), dict(num_experts=8, num_experts_per_tok=3, norm_topk_prob=False)),
+    ("qwen2_moe", dict(norm_topk_prob=True), dict(num_experts=8, num_experts_per_tok=3, norm_topk_prob=True)),
+    ("deepseek_v2", dict(norm_topk_prob=False, routed_scale=2.5, n_group=4, topk_group=2),
+     dict(n_routed_experts=8, num_experts_per_tok=3, routed_scaling_factor=2.5, n_group=4, topk_group=2,
+          topk_method="group_limited_greedy")),
+    ("deepseek_v2", dict(norm_topk_prob=False, routed_scale=1.5),
+     dict(n_routed_experts=8, num_experts_per_tok=3, routed_scaling_factor=1.5, topk_method="greedy")),
+    ("deepseek_v3", dict(scoring="sigmoid", score_bias=True, routed_scale=2.5, n_group=4, topk_group=2),
+     dict(n_routed_experts=8, num_experts_per_tok=3, routed_scaling_factor=2.5, n_group=4, topk_group=2,
+          norm_topk_prob=True)),
+    ("deepseek_v3", dict(scoring="sigmoid", score_bias=True, norm_topk_prob=False, n_group=2, topk_group=1),
+     dict(n_routed_experts=8, num_experts_per_tok=2, routed_scaling_factor=1.0, n_group=2, topk_group=1,
+          norm_topk_prob=False)),
+])
+def test_routing_options_equal_transformers_routers(model_type, ours, theirs):
+    ref = _hf_router(model_type, **theirs)
+    m = moe(num_experts=8, top_k=theirs["num_experts_per_tok"], **ours)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        ref.weight.copy_(torch.randn(ref.weight.shape, generator=g, dtype=torch.float64))
+        m.router.weight.copy_(ref.weight)
+        if ours.get("score_bias"):
+            ref.e_score_correction_bias.copy_(0.3 * torch.randn(8, generator=g, dtype=torch.float64))
+            m.score_bias.copy_(ref.e_score_correction_bias)
+    h = torch.randn(40, D, generator=g, dtype=torch.float64)
+    _, w_ref, idx_ref = ref(h)
+    experts, weights, kept = m.route(m.router(h))
+    assert kept.all()
+    assert torch.allclose(_dense_weights(experts, weights, 8), _dense_weights(idx_ref, w_ref.to(weights.dtype), 8), atol=1e-12)
+    if model_type == "deepseek_v3":  # a buffer, as in Hugging Face: in the state dict, not a parameter
+        assert "score_bias" in m.state_dict() and all("score_bias" not in n for n, _ in m.named_parameters())
+
+
+def test_shared_gate_and_widths():
+    m = moe(num_experts=3, shared_experts=2, shared_hidden=10, shared_gate=True, router_bias=True, expert_bias=True)
+    assert m.shared[0].w1.weight.shape == (10, D) and m.experts[0].w1.weight.shape == (24, D)
+    assert m.router.bias.shape == (3,) and m.experts[0].w2.bias.shape == (D,) and m.shared[1].w1.bias.shape == (10,)
+    assert m.shared_gate.weight.shape == (1, D) and m.shared_gate.bias is None
+    x = torch.randn(2, 5, D, dtype=torch.float64)
+    h = x.reshape(-1, D)
+    experts, weights, _ = m.route(m.router(h))
+    ref = torch.zeros_like(h)
+    for t in range(h.shape[0]):
+        for j in range(2):
+            ref[t] += weights[t, j] * m.experts[int(experts[t, j])](h[t])
+    ref += torch.sigmoid(m.shared_gate(h)) * (m.shared[0](h) + m.shared[1](h))
+    assert torch.allclose(m(x), ref.view_as(x), atol=1e-12)
+
+
+def test_layers_differing_in_width_share_their_probes():
+    """Widths and expert counts are declared affine (``MlpKind.affine_probes``): layers that differ only in
+    ``hidden`` are measured at the same corners (widths 1 and 2), and the interpolation equals the real model
+    (parameters by numel of the meta-built model; FLOPs and saved bytes measured layer by layer directly)."""
+    import json
+
+    from backend.analysis import analyze, flops, parts
+    from backend.analysis.flops import block_flops
+    from backend.build import build_model
+    from backend.plan import resolve_plan
+    from backend.training.activations import layer_saved
+
+    def design(n, experts):
+        return {"name": "widths", "vocab_size": 64, "hidden_size": 32, "n_heads": 4, "max_seq_len": 16,
+                "layers": {"n_layers": n, "mlp": "moe", "params": {"mlp": {"num_experts": experts, "top_k": 2}},
+                           "explicit": [{"params": {"mlp": {"hidden": 8 + 3 * i}}} for i in range(n)]}}
+
+    small = design(5, 14)
+    r = analyze(small, seq_len=16, batch=2, dtype="fp32")
+    assert r["params"]["total"] == sum(p.numel() for p in build_model(small, device="meta").parameters())
+    cfg = parts.config_of(resolve_plan(small))
+    mkey = parts.model_key(cfg)
+    fkey = json.dumps({**cfg["stacks"]["layers"]["flow"], "per_layer": False}, sort_keys=True)
+    for layer in cfg["stacks"]["layers"]["layers"]:
+        lkey = parts.layer_key(layer)
+        assert len(parts.affine_probes(lkey)) == 2
+        assert parts.per_layer(block_flops, mkey, lkey, True, False, 16) == block_flops(mkey, lkey, True, False, 16)
+        args = (True, False, fkey, 2, 16, "fp32", False)
+        assert parts.per_layer(layer_saved, mkey, lkey, *args) == layer_saved(mkey, lkey, *args)
+
+    # the issue's hostile shape: 1,024 distinct layers x 1,024 experts -> four measured blocks in all
+    parts.block.cache_clear()
+    flops.block_flops.cache_clear()
+    big = analyze(design(1024, 1024), seq_len=16)
+    assert parts.block.cache_info().misses <= 4
+    assert len(big["layers"]) == 1024
+    h0, h1 = 8, 8 + 3 * 1023  # q/k/v/o 4*32*32, router 32*E, E SwiGLU experts of 3*32*h, two norms of 32
+    assert big["layers"][0]["params"] == 4 * 32 * 32 + 32 * 1024 + 1024 * 3 * 32 * h0 + 2 * 32
+    assert big["layers"][-1]["params"] == 4 * 32 * 32 + 32 * 1024 + 1024 * 3 * 32 * h1 + 2 * 32

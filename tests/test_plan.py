@@ -301,7 +301,7 @@ def test_stack_params_merge_with_rule_params():
         {"attention": {"window": 128, "backend": "flash"}},
         {"attention": {"window": 64}},
     ]
-    assert p.layers[0].config["attention"] == {"window": 128, "backend": "auto", "qk_norm": False}
+    assert p.layers[0].config["attention"] == {"window": 128, "backend": "auto", "qk_norm": False, "sinks": False}
 
 
 def test_stack_params_reach_only_kinds_that_take_them():

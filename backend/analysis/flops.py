@@ -67,6 +67,8 @@ def mlp_flops_traced(mlp: torch.nn.Module, x: torch.Tensor) -> int:
         total += mlp.top_k * count(mlp.experts[0], h)[0]
     for shared in getattr(mlp, "shared", []):
         total += count(shared, h)[0]
+    if getattr(mlp, "shared_gate", None) is not None:  # Qwen2-MoE's Linear(D, 1) on every token
+        total += count(mlp.shared_gate, h)[0]
     return total
 
 
@@ -161,12 +163,7 @@ def flop_stats(plan: Plan, seq_len: int | None = None, batch: int = 1) -> dict[s
     s = seq_len or plan.design.max_seq_len
     b = batch
     mkey = parts.model_key(cfg)
-    import json
-
-    skel_stacks = {}
-    for name, st in cfg["stacks"].items():
-        skel_stacks[name] = {**st, "layers": st["layers"][:1], "order": [0] * len(st["order"])}
-    top = _model_level(mkey, json.dumps(skel_stacks, sort_keys=True), s)
+    top = _model_level(mkey, parts.skeleton_stacks(cfg), s)
 
     comp = {"attention": 0.0, "mlp": 0.0, "norm": 0.0, "embeddings": 0.0, "head": 0.0, "other": 0.0}
     comp_causal = dict(comp)

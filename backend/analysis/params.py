@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from . import parts
@@ -38,6 +39,11 @@ def block_params(blk: Any) -> dict[str, int]:
 
 
 def _layer_params(mkey: str, lkey: str, causal: bool, cross: bool) -> dict[str, int]:
+    return dict(_block_params(mkey, lkey, causal, cross))
+
+
+@lru_cache(maxsize=4096)
+def _block_params(mkey: str, lkey: str, causal: bool, cross: bool) -> dict[str, int]:
     return block_params(parts.block(mkey, lkey, causal, cross))
 
 

@@ -7,8 +7,8 @@ never builds the whole model: it builds
   model-level config and the layer's config, i.e. ``ResolvedLayer.signature()``
   plus the model settings it depends on), and
 * a *skeleton*: the real :class:`~backend.nn.model.Transformer` with each
-  stack reduced to its first unique layer (executed ``depth`` times, so
-  per-layer flow parameters keep their size). Everything outside the blocks
+  stack reduced to one layer whose sublayers are empty (executed ``depth``
+  times, so per-layer flow parameters keep their size). Everything outside the blocks
   (embeddings, positions, head, final norms, flow) is measured on it.
 
 Both are cached (``functools.lru_cache`` on JSON keys), so a repeated or
@@ -19,6 +19,7 @@ initialised: meta tensors have shapes, no storage, and no ``normal_`` runs
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from functools import lru_cache
 from typing import Any
@@ -90,15 +91,29 @@ def _skeleton(mkey: str, stacks_key: str) -> torch.nn.Module:
         return Transformer(cfg)
 
 
-def skeleton(cfg: dict[str, Any]) -> torch.nn.Module:
-    """The real model with one block per stack (module docstring)."""
+def _empty_layer(layer: dict[str, Any]) -> dict[str, Any]:
+    """``layer`` with both sublayers empty (the kinds declaring ``identity``): nothing of a block is
+    measured on the skeleton, so a 1,024-expert first layer must not be built there."""
+    from ..registry import ATTENTION, MLP
+
+    empty = {cat: next(i.name for i in reg.values() if i.identity) for cat, reg in (("attention", ATTENTION), ("mlp", MLP))}
+    return {**empty, "norm": layer["norm"], "config": {cat: {"kind": name} for cat, name in empty.items()}}
+
+
+def skeleton_stacks(cfg: dict[str, Any]) -> str:
+    """JSON of the skeleton's stacks: one empty layer executed ``depth`` times (flow parameters keep their size)."""
     stacks = {}
     for name, st in cfg["stacks"].items():
-        s = copy.deepcopy(st)
-        s["layers"] = s["layers"][:1]
+        s = copy.deepcopy({k: v for k, v in st.items() if k != "layers"})
+        s["layers"] = [_empty_layer(st["layers"][0])]
         s["order"] = [0] * len(st["order"])
         stacks[name] = s
-    return _skeleton(model_key(cfg), json.dumps(stacks, sort_keys=True))
+    return json.dumps(stacks, sort_keys=True)
+
+
+def skeleton(cfg: dict[str, Any]) -> torch.nn.Module:
+    """The real model with one empty block per stack (module docstring)."""
+    return _skeleton(model_key(cfg), skeleton_stacks(cfg))
 
 
 def stack_blocks(cfg: dict[str, Any], name: str) -> list[torch.nn.Module]:
@@ -108,45 +123,55 @@ def stack_blocks(cfg: dict[str, Any], name: str) -> list[torch.nn.Module]:
     return [block(mkey, layer_key(layer), bool(st["causal"]), bool(st.get("cross"))) for layer in st["layers"]]
 
 
-def affine_probe(lkey: str) -> tuple[str, str, int] | None:
-    """``(key at probe, key at probe + 1, steps)`` when the layer's MLP declares its counts affine in a
-    parameter (``MlpKind.affine_probe``): measure at the two probes, extrapolate ``steps`` further."""
+@lru_cache(maxsize=8192)
+def affine_probes(lkey: str) -> tuple[tuple[str, int, int], ...]:
+    """The layer MLP's declared affine parameters ``(param, value, probe)`` (``MlpKind.affine_probes``)."""
     from ..registry import MLP
 
     layer = json.loads(lkey)
     info = MLP.get(layer.get("mlp"))
     cfg = layer.get("config", {}).get("mlp", {})
-    probe = info.affine_probe(cfg) if info is not None else None
-    if probe is None:
-        return None
-    key, value, at = probe
-
-    def with_value(v: int) -> str:
-        out = copy.deepcopy(layer)
-        out["config"]["mlp"][key] = v
-        return layer_key(out)
-
-    return with_value(at), with_value(at + 1), value - at
+    return tuple(info.affine_probes(cfg)) if info is not None else ()
 
 
-def extrapolate(a: Any, b: Any, steps: int) -> Any:
-    """``a + steps * (b - a)`` leaf by leaf over nested dicts / lists of numbers (ints stay ints)."""
-    if isinstance(a, dict):
-        return {k: extrapolate(a[k], b[k], steps) for k in a}
-    if isinstance(a, (list, tuple)):
-        return type(a)(extrapolate(x, y, steps) for x, y in zip(a, b))
-    if isinstance(a, bool) or not isinstance(a, (int, float)):
-        return a
-    return a + steps * (b - a)
+@lru_cache(maxsize=16384)
+def _with_values(lkey: str, values: tuple[tuple[str, int], ...]) -> str:
+    layer = json.loads(lkey)
+    layer["config"]["mlp"].update(values)
+    return layer_key(layer)
+
+
+def combine(terms: list[tuple[int, Any]]) -> Any:
+    """``sum(w * tree)`` leaf by leaf over nested dicts / lists of numbers (ints stay ints; other leaves
+    are taken from the first tree)."""
+    first = terms[0][1]
+    if isinstance(first, dict):
+        return {k: combine([(w, t[k]) for w, t in terms]) for k in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(combine([(w, t[i]) for w, t in terms]) for i in range(len(first)))
+    if isinstance(first, bool) or not isinstance(first, (int, float)):
+        return first
+    return sum(w * t for w, t in terms)
 
 
 def per_layer(fn: Any, mkey: str, lkey: str, *args: Any) -> Any:
-    """``fn(mkey, lkey, *args)`` (a per-distinct-layer measurement), extrapolated when the layer is affine."""
-    probe = affine_probe(lkey)
-    if probe is None:
+    """``fn(mkey, lkey, *args)`` (a per-distinct-layer measurement), interpolated from the probes when the
+    layer declares affine parameters: with ``t_i = value_i - probe_i``, the multilinear interpolation
+    ``f(t) = sum over corners c in {0,1}^n of f(probe + c) * prod_i (t_i if c_i else 1 - t_i)`` is exact for a
+    function affine in each parameter separately."""
+    probes = affine_probes(lkey)
+    if not probes:
         return fn(mkey, lkey, *args)
-    k1, k2, steps = probe
-    return extrapolate(fn(mkey, k1, *args), fn(mkey, k2, *args), steps)
+    terms = []
+    for corner in itertools.product((0, 1), repeat=len(probes)):
+        weight = 1
+        for (_, value, at), c in zip(probes, corner):
+            t = value - at
+            weight *= t if c else 1 - t
+        if weight:
+            key = _with_values(lkey, tuple((name, at + c) for (name, _, at), c in zip(probes, corner)))
+            terms.append((weight, fn(mkey, key, *args)))
+    return combine(terms)
 
 
 def unique_numel(modules: Any) -> int:

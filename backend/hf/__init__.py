@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ..errors import DesignError
-from . import encdec, llama
+from . import encdec, gpt_oss, llama, qwen_moe
 from .common import bad
 
 
@@ -37,6 +37,8 @@ class Family:
 
 FAMILIES: list[Family] = [
     Family(llama.MODEL_TYPES, llama.import_config, llama.map_weights, llama.WEIGHT_TYPES),
+    Family(qwen_moe.MODEL_TYPES, qwen_moe.import_config, qwen_moe.map_weights),
+    Family(gpt_oss.MODEL_TYPES, gpt_oss.import_config, gpt_oss.map_weights),
     Family(encdec.MODEL_TYPES, encdec.import_config, encdec.map_weights, encdec.WEIGHT_TYPES),
 ]
 

@@ -43,14 +43,18 @@ class SoftmaxKind(AttentionKind):
         return int(cfg.get("window", 0) or 0)
 
     def flops(self, model: Any, cfg: dict[str, Any], b: int, s: int, *, causal: bool) -> tuple[float, float]:
-        # scores Q K^T (Dh MACs per pair and head) + values A V (Dh MACs)
+        # scores Q K^T (Dh MACs per pair and head) + values A V (Dh MACs); attention sinks run as one
+        # extra (zero) key per query (backend/nn/attention.py), so s more pairs in either count
         _, H, _, Dh = dims(model)
         lin, per_pair = qkvo_flops(model, b, s), 4 * b * H * Dh
-        return lin + per_pair * s * s, lin + per_pair * self.pairs(cfg, s, causal=causal)
+        sink = s if cfg.get("sinks") else 0
+        return lin + per_pair * (s * s + sink), lin + per_pair * (self.pairs(cfg, s, causal=causal) + sink)
 
     def param_count(self, model: Any, cfg: dict[str, Any], *, causal: bool) -> int:
-        # qk_norm: one RMSNorm gain of Dh shared by the heads of q, one of k (Qwen3 / Gemma-3)
-        return qkvo_params(model) + (2 * model.attn_head_dim if cfg.get("qk_norm") else 0)
+        # qk_norm: one RMSNorm gain of Dh shared by the heads of q, one of k (Qwen3 / Gemma-3);
+        # sinks: one logit per head (gpt-oss)
+        return (qkvo_params(model) + (2 * model.attn_head_dim if cfg.get("qk_norm") else 0)
+                + (model.n_heads if cfg.get("sinks") else 0))
 
     def cache(self, model: Any, cfg: dict[str, Any], dtype_bytes: int) -> CacheLayout:
         # KVCache: K and V of (B, KV, T, Dh); a sliding window keeps the last `window` tokens
@@ -317,6 +321,7 @@ KINDS: list[AttentionKind] = [
             "window": P("int", 0, "sliding-window size in tokens (0 = full attention)", 0, 1 << 20),
             "backend": P("choice", "auto", "SDPA kernel: auto, math, flash or efficient (xformers-style)", choices=BACKENDS),
             "qk_norm": P("bool", False, "RMSNorm over each head of q and k before rotary (Qwen3, Gemma-3)"),
+            "sinks": P("bool", False, "attention sinks: a learned logit per head in the softmax denominator (gpt-oss)"),
             "scale": _SCALE,
         },
         label="softmax (SDPA)", abbrev="SDPA", color="#4C78A8", aliases=("SDPA",), roles=("default", "full"),

@@ -247,12 +247,15 @@ class MlpKind(KindInfo):
         """Other MLP kinds this one builds (a MoE's expert kind), so their modules are imported."""
         return ()
 
-    def affine_probe(self, cfg: dict[str, Any]) -> tuple[str, int, int] | None:
-        """``(param, value, probe)`` when every count of this layer (parameters, FLOPs, saved bytes) is
-        affine in ``param``: the analysis then measures the module at ``probe`` and ``probe + 1`` and
-        extrapolates to ``value`` exactly, so its cost does not grow with ``value`` (a MoE's experts).
-        None: measure the module as configured."""
-        return None
+    def affine_probes(self, cfg: dict[str, Any]) -> tuple[tuple[str, int, int], ...]:
+        """``(param, value, probe)`` for each integer param in which every count of this layer (parameters,
+        FLOPs, saved bytes) is affine when the others are held fixed (so the counts are multilinear in
+        them jointly). The analysis measures the module at the ``2^n`` corners ``probe`` / ``probe + 1``
+        and interpolates to ``value`` exactly (``backend.analysis.parts.per_layer``), so its cost grows
+        neither with ``value`` (a MoE's experts) nor with the number of distinct values (layers that
+        differ only in width share their probes when ``probe`` is a fixed number).
+        Empty: measure the module as configured."""
+        return ()
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,14 @@ class SelfSDPA(nn.Module):
     (one gain each, shared by the heads), before rotary -- Qwen3 (arXiv
     2505.09388) and Gemma-3; it bounds the attention logits (Dehghani et al.
     2023, arXiv 2302.05442).
+    ``params["sinks"]``: attention sinks as in gpt-oss (arXiv 2508.10925): a
+    learned logit per head (``sinks``, shape (H,)) joins every row's softmax
+    denominator and attends to nothing, ``p_j = exp(s_j) / (sum_i exp(s_i) +
+    exp(sink_h))``. Run on SDPA as one extra key of zeros whose additive mask
+    is the sink logit and whose value is zero: the same probabilities, any
+    kernel that takes a float mask; it is not cached, so cached decoding
+    equals the full forward. It adds one (query, key) pair per query to the
+    traced FLOPs (the declaration counts it).
     ``params["scale"]``: the logit scale (null = 1/sqrt(Dh)); T5 uses 1 (Raffel et al. 2020, arXiv
     1910.10683: the scaling is folded into the initialisation). ``score_bias`` (forward): the stack's
     learned logit bias ``(q_pos, k_pos) -> (1, H, Sq, Sk)`` (T5's relative bias, ``positional.py``).
@@ -76,13 +84,14 @@ class SelfSDPA(nn.Module):
         self.backend = p.get("backend", "auto")
         self.rope = ctx.positional == "rope"
         self.alibi = ctx.positional == "alibi"
-        self.rope_theta = ctx.rope_theta
+        self.rope_theta, self.rope_scaling = ctx.rope_theta, ctx.rope_scaling
         self.dropout = ctx.dropout
         add_qkvo(self, ctx)  # q_proj, k_proj, v_proj, o_proj
         if p.get("qk_norm"):
             self.q_norm, self.k_norm = RMSNorm(ctx, ctx.head_dim), RMSNorm(ctx, ctx.head_dim)
         else:
             self.q_norm = self.k_norm = None
+        self.sinks = nn.Parameter(torch.zeros(self.n_heads)) if p.get("sinks") else None  # (H,) sink logits
 
     def new_cache(self, batch: int, max_len: int, *, window: int = 0) -> KVCache:
         """Expanding cache, or a sliding one of the layer's own window (else the caller's)."""
@@ -98,7 +107,7 @@ class SelfSDPA(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q_pos = positions(start_pos, S, x.device)
         if self.rope:
-            cos, sin = rope_cos_sin(q_pos, self.head_dim, self.rope_theta, q.dtype)
+            cos, sin = rope_cos_sin(q_pos, self.head_dim, self.rope_theta, q.dtype, self.rope_scaling)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         k_start, k_pad = start_pos, padding_mask
         if cache is not None:
@@ -111,7 +120,7 @@ class SelfSDPA(nn.Module):
     def _attend(self, q, k, v, q_start: int, k_start: int, k_pad, score_bias=None):
         S, T = q.shape[2], k.shape[2]
         dropout_p = self.dropout if self.training else 0.0
-        plain = not self.window and k_pad is None and not self.alibi and score_bias is None
+        plain = not self.window and k_pad is None and not self.alibi and self.sinks is None and score_bias is None
         if plain and (not self.causal or (S == T and q_start == k_start)):
             # No explicit mask: lets SDPA pick its fused kernels (is_causal for the square case).
             return sdpa(q, k, v, None, is_causal=self.causal, dropout_p=dropout_p, backend=self.backend, scale=self.scale)
@@ -128,8 +137,31 @@ class SelfSDPA(nn.Module):
             bias = learned if bias is None else bias + learned
         if bias is not None:
             mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
-        out = sdpa(q, k, v, mask, dropout_p=dropout_p, backend=self.backend, scale=self.scale)
+        backend = self.backend
+        if self.sinks is not None:
+            k, v, mask = self._with_sink(q, k, v, mask)
+            # the sink logit's gradient flows through the mask: the CPU fused kernel takes none, and whether a
+            # CUDA kernel auto-picked for the float mask does is not checked here, so training runs on the math
+            # kernel unless a CUDA kernel is pinned with `backend` (inference keeps any kernel)
+            if mask.requires_grad and (q.device.type != "cuda" or backend == "auto"):
+                backend = "math"
+        out = sdpa(q, k, v, mask, dropout_p=dropout_p, backend=backend, scale=self.scale)
         return out if keep is None else out * keep
+
+    def _with_sink(self, q, k, v, mask):
+        """K, V with one zero key / value appended (B, H, T+1, Dh) and the float mask (B|1, H, S, T+1) whose
+        last column is the sink logit: a zero key scores 0, so its logit is the mask value alone."""
+        B, H, S, _ = q.shape
+        T = k.shape[2]
+        if mask is None:
+            bias = q.new_zeros(1, H, S, T)
+        elif mask.dtype == torch.bool:
+            bias = q.new_zeros(mask.shape).masked_fill(~mask, float("-inf")).expand(mask.shape[0], H, S, T)
+        else:
+            bias = mask.to(q.dtype).expand(mask.shape[0], H, S, T)
+        sink = self.sinks.to(q.dtype).view(1, H, 1, 1).expand(bias.shape[0], H, S, 1)
+        zero = k.new_zeros(B, H, 1, k.shape[3])
+        return torch.cat([k, zero], dim=2), torch.cat([v, zero], dim=2), torch.cat([bias, sink], dim=-1)
 
 
 @register("cross", "cross")

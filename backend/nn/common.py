@@ -74,6 +74,7 @@ class LayerContext:
     max_seq_len: int = 2048
     positional: str = "rope"
     rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None  # YaRN (rope_cos_sin); None = plain rotary
     norm_eps: float = 1e-5
     bias: bool = False
     qkv_bias: bool = False
@@ -153,12 +154,43 @@ class StateCache:
 # Positions
 
 
-def rope_cos_sin(positions: torch.Tensor, dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables (S, dim) for rotary embeddings (Su et al. 2021, arXiv 2104.09864)."""
+def rope_cos_sin(positions: torch.Tensor, dim: int, theta: float, dtype: torch.dtype,
+                 scaling: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables (S, dim) for rotary embeddings (Su et al. 2021, arXiv 2104.09864).
+
+    ``scaling`` (the design's ``rope_scaling``): YaRN (Peng et al. 2023, arXiv
+    2309.00071, section 3.2 "NTK-by-parts" and eq. 22 for the temperature).
+    Frequency ``i`` of ``dim/2`` is blended between its original value
+    (extrapolation) and that value divided by ``factor`` (interpolation) by a
+    linear ramp over dimension indices: dimension ``d`` does
+    ``r = L / (2 pi theta^(2d/dim))`` rotations over the pre-training context
+    ``L``; dimensions with ``r > beta_fast`` keep their frequency, those with
+    ``r < beta_slow`` are interpolated. The correction range in dimension
+    index is ``d(beta) = dim ln(L / (2 pi beta)) / (2 ln theta)``, floored /
+    ceiled when ``truncate``, clipped to [0, dim - 1]. cos and sin are scaled
+    by ``attention_factor`` (default ``0.1 ln(factor) + 1``), which scales the
+    attention logits by its square.
+    """
     inv = 1.0 / (theta ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float64) / dim))
+    mscale = 1.0
+    if scaling is not None:
+        factor, orig = float(scaling["factor"]), float(scaling["original_max_position_embeddings"])
+
+        def correction_dim(rotations: float) -> float:
+            return dim * math.log(orig / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+        low, high = correction_dim(float(scaling.get("beta_fast", 32.0))), correction_dim(float(scaling.get("beta_slow", 1.0)))
+        if scaling.get("truncate", True):
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, dim - 1)
+        if low == high:
+            high += 0.001  # a one-point ramp
+        ramp = ((torch.arange(dim // 2, device=positions.device, dtype=torch.float64) - low) / (high - low)).clamp(0, 1)
+        inv = inv / factor * ramp + inv * (1 - ramp)  # ramp 0: extrapolate (keep), 1: interpolate (/ factor)
+        mscale = scaling.get("attention_factor") or (0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0)
     ang = positions.to(torch.float64)[:, None] * inv[None, :]  # (S, dim/2)
     ang = torch.cat([ang, ang], dim=-1)
-    return ang.cos().to(dtype), ang.sin().to(dtype)
+    return (ang.cos() * mscale).to(dtype), (ang.sin() * mscale).to(dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -66,7 +66,7 @@ class DiffAttention(nn.Module):
         self.causal = ctx.causal
         self.rope = ctx.positional == "rope"
         self.alibi = ctx.positional == "alibi"
-        self.rope_theta = ctx.rope_theta
+        self.rope_theta, self.rope_scaling = ctx.rope_theta, ctx.rope_scaling
         li = ctx.params.get("lambda_init")
         self.lambda_init = float(li) if li is not None else lambda_init_fn(ctx.layer_index)
         qkv_bias = ctx.bias or ctx.qkv_bias
@@ -110,7 +110,7 @@ class DiffAttention(nn.Module):
         v = self.v_proj(x).view(B, S, Hkv, 2 * d).transpose(1, 2)  # (B, Hkv, S, 2d)
         q_pos = positions(start_pos, S, x.device)
         if self.rope:
-            cos, sin = rope_cos_sin(q_pos, d, self.rope_theta, q.dtype)
+            cos, sin = rope_cos_sin(q_pos, d, self.rope_theta, q.dtype, self.rope_scaling)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         k_start, k_pad = start_pos, padding_mask
         if cache is not None:

@@ -68,7 +68,7 @@ class SelfFlex(nn.Module):
         self.alibi = bool(p.get("alibi", False)) or ctx.positional == "alibi"
         self.prefix_len = int(p.get("prefix_len", 0) or 0) if ctx.causal else 0
         self.rope = ctx.positional == "rope"
-        self.rope_theta = ctx.rope_theta
+        self.rope_theta, self.rope_scaling = ctx.rope_theta, ctx.rope_scaling
         self.scale = 1.0 / math.sqrt(ctx.head_dim)
         add_qkvo(self, ctx)  # q_proj, k_proj, v_proj, o_proj
 
@@ -117,7 +117,7 @@ class SelfFlex(nn.Module):
         k = self.k_proj(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, Dh)
         v = self.v_proj(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if self.rope:
-            cos, sin = rope_cos_sin(positions(start_pos, S, x.device), self.head_dim, self.rope_theta, q.dtype)
+            cos, sin = rope_cos_sin(positions(start_pos, S, x.device), self.head_dim, self.rope_theta, q.dtype, self.rope_scaling)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         k_start, k_pad = start_pos, padding_mask
         if cache is not None:

@@ -81,7 +81,34 @@ class DenseMLP(nn.Module):
         return self.fc2(self.act(self.fc1(x)))  # (B, S, H) -> (B, S, D)
 
 
-MLP_CLASSES = {"swiglu": GatedMLP, "geglu": GatedMLP, "reglu": GatedMLP, "relu2": DenseMLP, "mlp": DenseMLP}
+@register("mlp", "swiglu_clamped")
+class ClampedSwiGLU(nn.Module):
+    """gpt-oss's clamped SwiGLU (OpenAI 2025, gpt-oss-120b & gpt-oss-20b model card, arXiv 2508.10925).
+
+    ``g = min(w1 x, limit)``, ``u = clamp(w3 x, -limit, limit)``,
+    ``w2((u + 1) * g * sigmoid(alpha * g))`` with ``limit`` 7.0 and ``alpha``
+    1.702 (the sigmoid approximation of GELU). Same matrices (and names) as
+    :class:`GatedMLP`: 3 * D * H (+ 2H + D with bias). Hugging Face keeps gate
+    and up interleaved in one ``gate_up_proj`` (even columns gate, odd up).
+    """
+
+    def __init__(self, ctx: LayerContext):
+        super().__init__()
+        d, h = ctx.hidden_size, ffn_width(ctx)
+        self.limit = float(ctx.params.get("limit", 7.0))
+        self.alpha = float(ctx.params.get("alpha", 1.702))
+        self.w1 = nn.Linear(d, h, bias=ctx.bias)  # gate
+        self.w3 = nn.Linear(d, h, bias=ctx.bias)  # up
+        self.w2 = nn.Linear(h, d, bias=ctx.bias)  # down (residual output)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = self.w1(x).clamp(max=self.limit)  # (B, S, H)
+        up = self.w3(x).clamp(min=-self.limit, max=self.limit)
+        return self.w2((up + 1) * (gate * torch.sigmoid(self.alpha * gate)))  # (B, S, D)
+
+
+MLP_CLASSES = {"swiglu": GatedMLP, "geglu": GatedMLP, "reglu": GatedMLP, "relu2": DenseMLP, "mlp": DenseMLP,
+               "swiglu_clamped": ClampedSwiGLU}
 
 
 def make_mlp(kind: str, ctx: LayerContext, hidden: int | None = None) -> nn.Module:
@@ -89,4 +116,7 @@ def make_mlp(kind: str, ctx: LayerContext, hidden: int | None = None) -> nn.Modu
     params = {"kind": kind, "hidden": hidden or ffn_width(ctx)}
     if kind == "mlp":
         params["activation"] = ctx.params.get("activation") or ctx.activation
+    if kind == "swiglu_clamped":  # a MoE passes its swiglu_limit / swiglu_alpha on to the experts
+        params["limit"] = ctx.params.get("swiglu_limit", 7.0)
+        params["alpha"] = ctx.params.get("swiglu_alpha", 1.702)
     return MLP_CLASSES[kind](ctx.with_params(params))

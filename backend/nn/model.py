@@ -107,7 +107,7 @@ RESIDUAL_OUT_NAMES = ("w2", "fc2", "wo", "o_proj", "out_proj", "c_proj", "proj_o
 CONFIG_KEYS = (
     "name", "architecture", "task", "vocab_size", "input_dim", "output_dim", "hidden_size", "n_heads",
     "n_kv_heads", "head_dim", "ffn_hidden", "activation", "max_seq_len", "positional", "rope_theta", "norm",
-    "norm_placement", "norm_eps", "bias", "qkv_bias", "tie_embeddings", "final_norm", "dropout", "init_std",
+    "norm_placement", "rope_scaling", "norm_eps", "bias", "qkv_bias", "tie_embeddings", "final_norm", "dropout", "init_std",
     "gradient_checkpointing", "stacks",
     # encoder-decoder models (T5, BART; issue 12)
     "positional_params", "positional_per_stack", "head_rescale",
@@ -130,6 +130,7 @@ def layer_context(cfg: dict[str, Any], *, causal: bool = True, index: int = 0, n
         hidden_size=cfg["hidden_size"], n_heads=cfg["n_heads"], n_kv_heads=cfg["n_kv_heads"],
         head_dim=cfg["head_dim"], ffn_hidden=cfg["ffn_hidden"], activation=cfg["activation"],
         max_seq_len=cfg["max_seq_len"], positional=cfg["positional"], rope_theta=cfg["rope_theta"],
+        rope_scaling=cfg["rope_scaling"],
         norm_eps=cfg["norm_eps"], bias=cfg["bias"], qkv_bias=cfg["qkv_bias"], dropout=cfg["dropout"],
         causal=causal, layer_index=index, n_layers=n_layers, depth=depth, init_std=cfg["init_std"],
         params=dict(params or {}),

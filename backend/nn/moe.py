@@ -28,7 +28,36 @@ model sums it over executed layers.
 Experts are any FFN kind (``params["expert"]``) of width ``params["hidden"]``
 (null = the model's ``ffn_hidden``), kept in ``experts`` (an ``nn.ModuleList``);
 ``shared_experts`` always-on experts (DeepSeekMoE, Dai et al. 2024, arXiv
-2401.06066) are added unweighted, in ``shared``.
+2401.06066) of width ``shared_hidden`` (null = ``hidden``) are added
+unweighted, in ``shared``. ``shared_gate`` (Qwen1.5-MoE / Qwen2-MoE) scales
+the shared experts' summed output by ``sigmoid(shared_gate(x))``, a bias-free
+``Linear(D, 1)``. ``router_bias`` / ``expert_bias`` (gpt-oss, arXiv
+2508.10925): a bias on the router and on every expert linear (routed and
+shared; with the model's ``bias`` they have one anyway).
+
+Scores and weights (the Hugging Face routers of each family, read one op at a time):
+
+* ``scoring: softmax``, ``norm_topk_prob: true`` (default; Mixtral, Qwen3-MoE,
+  gpt-oss): the weights are a softmax over the selected logits, which equals
+  the full softmax's top-k probabilities renormalised to sum to 1;
+* ``scoring: softmax``, ``norm_topk_prob: false`` (Qwen2-MoE default,
+  DeepSeek-V2): the top-k probabilities of the softmax over all ``E`` logits,
+  not renormalised;
+* ``scoring: sigmoid`` (DeepSeek-V3, arXiv 2412.19437 eq. 15-16): scores
+  ``sigmoid(logits)``; the weights are the selected scores, divided by their
+  sum (``+ 1e-20``) when ``norm_topk_prob``;
+* ``score_bias`` (DeepSeek-V3's auxiliary-loss-free balancing,
+  ``e_score_correction_bias``): a per-expert bias added to the scores for the
+  *selection* only, never to the weights; a buffer (Hugging Face registers it
+  as one: not a parameter, no gradient, but in the state dict);
+* ``n_group`` / ``topk_group`` (DeepSeek-V2 ``group_limited_greedy``, V3
+  ``noaux_tc``): the ``E`` experts form ``n_group`` equal groups; each token
+  keeps only its ``topk_group`` best groups and selects its ``top_k`` experts
+  among them. A group's score is its best expert score with softmax scoring
+  (V2) and the sum of its two best (bias-corrected) scores with sigmoid
+  scoring (V3);
+* ``routed_scale`` (DeepSeek's ``routed_scaling_factor``) multiplies the
+  routed weights (so the routed output), after any renormalisation.
 
 On the meta device (FLOP counting, activation memory without data) routing is
 data-free: the ``N * top_k`` slots are dealt evenly (expert ``e`` gets
@@ -38,6 +67,7 @@ saves the same tensors as on real data.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -66,11 +96,33 @@ class MoE(nn.Module):
             raise ValueError(f"moe overflow must be 'drop' or 'reroute', got {self.overflow!r}")
         self.aux_loss_weight = float(p.get("aux_loss_weight", 0.01))
         self.expert_kind = p.get("expert", "swiglu")
+        self.norm_topk_prob = bool(p.get("norm_topk_prob", True))
+        self.scoring = p.get("scoring", "softmax")
+        if self.scoring not in ("softmax", "sigmoid"):
+            raise ValueError(f"moe scoring must be 'softmax' or 'sigmoid', got {self.scoring!r}")
+        self.routed_scale = float(p.get("routed_scale", 1.0))
+        self.n_group, self.topk_group = int(p.get("n_group", 1)), int(p.get("topk_group", 1))
+        if self.num_experts % self.n_group or not 1 <= self.topk_group <= self.n_group:
+            raise ValueError(f"moe n_group {self.n_group} must divide num_experts {self.num_experts} and "
+                             f"topk_group {self.topk_group} must be in [1, n_group]")
+        if self.n_group > 1 and self.top_k > self.topk_group * (self.num_experts // self.n_group):
+            raise ValueError(f"moe top_k {self.top_k} exceeds the experts of topk_group {self.topk_group} groups")
         hidden = p.get("hidden") or ctx.ffn_hidden
+        n_shared = int(p.get("shared_experts", 0))
         d = ctx.hidden_size
-        self.router = nn.Linear(d, self.num_experts, bias=False)
-        self.experts = nn.ModuleList(make_mlp(self.expert_kind, ctx, hidden) for _ in range(self.num_experts))
-        self.shared = nn.ModuleList(make_mlp(self.expert_kind, ctx, hidden) for _ in range(int(p.get("shared_experts", 0))))
+        ectx = dataclasses.replace(ctx, bias=ctx.bias or bool(p.get("expert_bias", False)))
+        self.router = nn.Linear(d, self.num_experts, bias=bool(p.get("router_bias", False)))
+        self.experts = nn.ModuleList(make_mlp(self.expert_kind, ectx, hidden) for _ in range(self.num_experts))
+        shared_hidden = p.get("shared_hidden") or hidden
+        self.shared = nn.ModuleList(make_mlp(self.expert_kind, ectx, shared_hidden) for _ in range(n_shared))
+        if p.get("shared_gate"):
+            if not n_shared:
+                raise ValueError("moe shared_gate needs shared_experts >= 1")
+            self.shared_gate = nn.Linear(d, 1, bias=False)  # Qwen2-MoE's shared_expert_gate
+        else:
+            self.shared_gate = None
+        # DeepSeek-V3's e_score_correction_bias: selection only, a (persistent) buffer as in Hugging Face
+        self.score_bias = nn.Buffer(torch.zeros(self.num_experts)) if p.get("score_bias") else None
         self.aux_loss = torch.zeros(())
         self.last_counts: torch.Tensor | None = None  # tokens per expert after capacity (for inspection)
 
@@ -81,7 +133,8 @@ class MoE(nn.Module):
             return sum(p.numel() for p in m.parameters())
 
         routed = self.top_k * numel(self.experts[0]) if len(self.experts) else 0
-        return numel(self.router) + routed + sum(numel(m) for m in self.shared)
+        gate = numel(self.shared_gate) if self.shared_gate is not None else 0
+        return numel(self.router) + routed + sum(numel(m) for m in self.shared) + gate
 
     def _balanced_slots(self, n_tokens: int, e: int) -> int:
         """Slots expert ``e`` gets when the ``N * top_k`` choices are dealt evenly (capacity applied)."""
@@ -112,18 +165,59 @@ class MoE(nn.Module):
             return None
         return max(1, math.ceil(self.capacity_factor * n_tokens * self.top_k / self.num_experts))
 
+    def _plain(self) -> bool:
+        """Mixtral routing (softmax over the selected logits): the original ops, unchanged."""
+        return (self.scoring == "softmax" and self.norm_topk_prob and self.score_bias is None and self.n_group == 1)
+
+    def _choice(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores the weights come from (N, E), selection scores (N, E)) for the configured routing."""
+        if self.scoring == "sigmoid":
+            scores = torch.sigmoid(logits)
+        else:
+            scores = torch.softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, dim=-1)
+            scores = scores.to(logits.dtype)
+        choice = scores if self.score_bias is None else scores + self.score_bias.to(scores.dtype)
+        if self.n_group > 1:
+            n, e = choice.shape
+            grouped = choice.view(n, self.n_group, e // self.n_group)  # (N, G, E/G)
+            if self.scoring == "sigmoid":  # DeepSeek-V3: sum of each group's two best scores
+                gscore = grouped.topk(min(2, e // self.n_group), dim=-1).values.sum(-1)
+            else:  # DeepSeek-V2 group_limited_greedy: each group's best score
+                gscore = grouped.max(dim=-1).values
+            keep = torch.zeros_like(gscore, dtype=torch.bool)
+            keep.scatter_(1, gscore.topk(self.topk_group, dim=-1).indices, True)  # (N, G)
+            choice = choice.masked_fill(~keep[:, :, None].expand_as(grouped).reshape(n, e), float("-inf"))
+        return scores, choice
+
+    def _weights(self, logits: torch.Tensor, scores: torch.Tensor | None, experts: torch.Tensor) -> torch.Tensor:
+        """(N, k) mixing weights of the token's final ``experts``."""
+        if scores is None:  # plain: softmax over the selected logits
+            w = torch.softmax(logits.gather(1, experts), dim=-1)
+        else:
+            w = scores.gather(1, experts)
+            if self.scoring == "sigmoid" and self.norm_topk_prob:
+                w = w / (w.sum(dim=-1, keepdim=True) + 1e-20)
+            elif self.scoring == "softmax" and self.norm_topk_prob:
+                w = w / w.sum(dim=-1, keepdim=True)
+        return w * self.routed_scale if self.routed_scale != 1.0 else w
+
     def route(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N, E) logits -> experts (N, k) long, weights (N, k), kept (N, k) bool."""
         n, e = logits.shape
         k = self.top_k
-        order = logits.argsort(dim=-1, descending=True)  # (N, E) preference list per token
+        scores = None
+        choice = logits
+        if not self._plain():
+            scores, choice = self._choice(logits)
+        order = choice.argsort(dim=-1, descending=True)  # (N, E) preference list per token
+        allowed = e if self.n_group == 1 else self.topk_group * (e // self.n_group)  # experts of the kept groups
         experts = order[:, :k].clone()  # (N, k)
         cap = self.capacity(n)
         kept = torch.ones(n, k, dtype=torch.bool, device=logits.device)
         if cap is not None and not logits.is_meta:  # meta: balance is assumed (``_balanced_slots``)
             kept = self._fit(experts, torch.zeros(e, dtype=torch.long, device=logits.device), cap)
             if self.overflow == "reroute":
-                for r in range(k, e):  # try each token's next preference in turn
+                for r in range(k, allowed):  # try each token's next preference in turn (within its groups)
                     if bool(kept.all()):
                         break
                     load = torch.zeros(e, dtype=torch.long, device=logits.device)
@@ -135,7 +229,7 @@ class MoE(nn.Module):
                     ok = self._fit(torch.where(try_mask, cand, experts), load, cap, only=try_mask)
                     experts = torch.where(ok, cand, experts)
                     kept = kept | ok
-        weights = torch.softmax(logits.gather(1, experts), dim=-1)  # (N, k) over the final choices
+        weights = self._weights(logits, scores, experts)  # (N, k) over the final choices
         return experts, weights, kept
 
     def _fit(self, experts: torch.Tensor, load: torch.Tensor, cap: int, only: torch.Tensor | None = None) -> torch.Tensor:
@@ -158,7 +252,8 @@ class MoE(nn.Module):
         out = torch.zeros_like(h)
         experts, weights, kept = self.route(logits)
         probs = torch.softmax(logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, dim=-1)  # (N, E)
-        chosen = torch.topk(logits, self.top_k, dim=-1).indices  # pre-capacity choices
+        choice = logits if self._plain() else self._choice(logits)[1]
+        chosen = torch.topk(choice, self.top_k, dim=-1).indices  # pre-capacity choices
         frac = F.one_hot(chosen, self.num_experts).sum((0, 1)).float() / (n * self.top_k)  # f_i
         aux = self.num_experts * (frac * probs.mean(0)).sum()
         self.aux_loss = (self.aux_loss_weight * aux).to(x.dtype)
@@ -177,6 +272,12 @@ class MoE(nn.Module):
             y = expert(h[tok]) * weights[tok, slot, None].to(h.dtype)  # (n_e, D)
             out = out.index_add(0, tok, y)
         self.last_counts = counts
-        for expert in self.shared:
-            out = out + expert(h)
+        if self.shared_gate is not None:  # Qwen2-MoE: sigmoid(gate(x)) * shared(x)
+            shared = self.shared[0](h)
+            for expert in self.shared[1:]:
+                shared = shared + expert(h)
+            out = out + torch.sigmoid(self.shared_gate(h)) * shared
+        else:
+            for expert in self.shared:
+                out = out + expert(h)
         return out.view(shape)

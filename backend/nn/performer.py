@@ -76,7 +76,7 @@ class _FavorBase(nn.Module):
         self.redraw_interval = int(p.get("redraw_interval", 0) or 0)
         self.fix_projection = bool(p.get("fix_projection", True))
         self.rope = ctx.positional == "rope"
-        self.rope_theta = ctx.rope_theta
+        self.rope_theta, self.rope_scaling = ctx.rope_theta, ctx.rope_scaling
         add_qkvo(self, ctx)  # q_proj, k_proj, v_proj, o_proj
         # Persistent: a state dict carries the features it was trained with.
         self.register_buffer("projection", torch.empty(self.nb_features, ctx.head_dim))  # (m, Dh)
@@ -116,7 +116,7 @@ class _FavorBase(nn.Module):
         k = self.k_proj(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, Dh)
         v = self.v_proj(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if self.rope:  # rotate before the feature map: approximates softmax attention with rope
-            cos, sin = rope_cos_sin(positions(start_pos, S, x.device), self.head_dim, self.rope_theta, q.dtype)
+            cos, sin = rope_cos_sin(positions(start_pos, S, x.device), self.head_dim, self.rope_theta, q.dtype, self.rope_scaling)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         work = torch.promote_types(x.dtype, torch.float32)  # exp() of features: never in half precision
         return q.to(work), k.to(work), v.to(work)

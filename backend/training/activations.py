@@ -297,8 +297,7 @@ def as_built(plan: Any, seq_len: int, batch: int = 1, dtype: str = "bf16", *, qu
 
     cfg = parts.config_of(plan)
     mkey = parts.model_key(cfg)
-    skel_stacks = {n: {**st, "layers": st["layers"][:1], "order": [0] * len(st["order"])} for n, st in cfg["stacks"].items()}
-    top = _model_level(mkey, json.dumps(skel_stacks, sort_keys=True), batch, seq_len, dtype)
+    top = _model_level(mkey, parts.skeleton_stacks(cfg), batch, seq_len, dtype)
     per_layer = []
     for name, sp in plan.stacks.items():
         st = cfg["stacks"][name]
