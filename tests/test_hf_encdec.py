@@ -223,3 +223,13 @@ def test_standalone_export_of_a_t5_design_reproduces_the_output(tmp_path):
     with torch.no_grad():
         ref = hf(input_ids=src, decoder_input_ids=tgt).logits
         assert (theirs(src, tgt).output - ref).abs().max().item() < 1e-4
+
+
+def test_t5_training_step_reaches_every_parameter_including_both_bias_tables():
+    cfg, _ = _random_hf("t5", LOGIT_CASES["t5"])
+    model = build_model(import_hf(as_file_dict(cfg)), device="cpu").train()
+    src, tgt = torch.randint(0, 61, (2, 7)), torch.randint(0, 61, (2, 5))
+    model(src, tgt).output.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+    assert model.stacks["encoder"].pos.weight.shape == model.stacks["decoder"].pos.weight.shape == (8, 4)
