@@ -14,7 +14,7 @@ from typing import Any, Union
 import torch
 
 from .plan import Plan, resolve_plan
-from .registry import CROSS, REGISTRIES
+from .registry import CROSS, POSITIONAL, REGISTRIES
 from .spec import Design
 
 Source = Union[Design, Plan, dict, str]
@@ -41,6 +41,10 @@ def model_config(source: Source) -> dict[str, Any]:
     cfg["n_kv_heads"] = d.kv_heads
     cfg["head_dim"] = d.attn_head_dim
     cfg["ffn_hidden"] = d.ffn_hidden
+    # encoder-decoder models (T5, BART; issue 12): the positional kind's params with defaults filled in
+    cfg["positional_params"] = POSITIONAL[d.positional].resolve_params(d.positional_params, ["positional_params"])
+    cfg["positional_per_stack"] = d.positional_per_stack
+    cfg["head_rescale"] = d.head_rescale
     stacks: dict[str, Any] = {}
     for name, sp in plan.stacks.items():
         layers = []

@@ -515,6 +515,11 @@ def _check_layer(design: Design, infos: dict[str, KindInfo], config: dict[str, d
         raise DesignError.at(slot.origin["attention"],
                              f"{att.name!r} cannot apply positional {positional.name!r} (it has no score matrix to bias); "
                              f"layer {i} of {name}: use another positional scheme, or a softmax kind")
+    if positional.bias_table and att.uses_positions and not att.takes_score_bias:
+        raise DesignError.at(slot.origin["attention"],
+                             f"{att.name!r} does not take the learned score bias of positional {positional.name!r}; "
+                             f"layer {i} of {name}: use a kind that does (one declaring takes_score_bias), or another "
+                             "positional scheme")
     for cat in CATEGORIES:
         try:
             infos[cat].check(design, config[cat], causal=causal, positional=positional)

@@ -23,6 +23,7 @@ from .document import MAX_FILE_BYTES, MAX_NODES, parse_document, read_document  
 from .errors import DesignError, format_path, short_repr
 from .hf import import_hf, is_hf_config
 from .presets import find_preset, list_presets
+from .kinds.base import KindError
 from .registry import ACTIVATIONS, ATTENTION, MLP, NORM, POSITIONAL, kind, role
 
 # Sane upper bounds: an absurd value is a clear error, never a hang or OOM.
@@ -243,6 +244,14 @@ class Design(_Frozen):
     dropout: float = Field(0.0, ge=0, lt=1)
     init_std: float = Field(0.02, gt=0, le=10, description="std of the normal weight init (output projections scaled by 1/sqrt(2*depth))")
     gradient_checkpointing: bool = False
+    # ---- encoder-decoder models (T5, BART; issue 12) ----
+    positional_params: dict[str, Any] = Field(default_factory=dict, description="params of the positional kind "
+                                              "(e.g. the relative bias's num_buckets and max_distance)")
+    positional_per_stack: bool = Field(False, description="one positional module per stack: the encoder and the "
+                                       "decoder get their own table (BART's learned positions, T5's relative bias)")
+    head_rescale: bool = Field(False, description="multiply the last hidden state by hidden_size**-0.5 before the "
+                               "token head (T5 with a tied head, Raffel et al. 2020)")
+    # ---- end encoder-decoder block ----
     layers: Optional[Stack] = None
     encoder: Optional[Stack] = None
     decoder: Optional[Stack] = None
@@ -297,7 +306,19 @@ class Design(_Frozen):
             raise _err(["head_dim"], f"n_heads * head_dim = {self.n_heads * self.attn_head_dim} exceeds {4 * MAX_WIDTH}")
         if self.ffn_hidden > 1 << 20:
             raise _err(["expansion_ratio"], f"FFN width {self.ffn_hidden} exceeds {1 << 20}")
+        self._check_encdec_fields()
         return self
+
+    def _check_encdec_fields(self) -> None:
+        """positional_params against the positional kind's schema and check; head_rescale needs a token head."""
+        info = POSITIONAL[self.positional]
+        cfg = info.resolve_params(self.positional_params, ["positional_params"])
+        try:
+            info.check(self, cfg, causal=self.architecture == "decoder")
+        except KindError as exc:
+            raise _err(["positional_params"] + ([exc.param] if exc.param else []), exc.message) from None
+        if self.head_rescale and self.task not in TOKEN_TASKS:
+            raise _err(["head_rescale"], f"only applies to token-predicting tasks (lm, mlm, seq2seq); got task {self.task!r}")
 
     # ---- derived values (properties, so nothing is lost when written out) ----
     @property

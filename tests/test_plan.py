@@ -301,7 +301,7 @@ def test_stack_params_merge_with_rule_params():
         {"attention": {"window": 128, "backend": "flash"}},
         {"attention": {"window": 64}},
     ]
-    assert p.layers[0].config["attention"] == {"window": 128, "backend": "auto", "qk_norm": False, "sinks": False}
+    assert p.layers[0].config["attention"] == {"window": 128, "backend": "auto", "qk_norm": False, "sinks": False, "scale": None}
 
 
 def test_stack_params_reach_only_kinds_that_take_them():
@@ -398,7 +398,7 @@ def test_encoder_decoder_stacks():
     assert [(l.stack, l.attention, l.causal, l.cross) for l in enc.executed] == [("encoder", "linear", False, False)] * 2
     assert [l.attention for l in dec.executed] == [S, S, D] * 2
     assert all(l.causal and l.cross for l in dec.executed)
-    assert dec.executed[0].config["cross"] == {"backend": "flash"}
+    assert dec.executed[0].config["cross"] == {"backend": "flash", "scale": None}
     assert len(p.layers) == 2 + 6 and p.layers[0].stack == "encoder" and p.layers[-1].stack == "decoder"
 
 

@@ -6,7 +6,7 @@
 * ``executed``: a shared layer counted every time it runs (the weights a
   forward pass touches, summed per executed layer).
 * ``embedding``: token embedding (or the feature input projection) plus
-  learned positions; a tied head is the same tensor and is not counted again.
+  learned positions and score-bias tables (T5's), the model's or each stack's; a tied head is the same tensor and is not counted again.
   ``non_embedding = total - embedding`` (Kaplan et al. 2020, arXiv 2001.08361,
   section 2.1), which includes an untied output head.
 * ``components``: attention (self + cross), mlp, norm (per-layer and final
@@ -51,7 +51,8 @@ def param_stats(plan: Plan) -> dict[str, Any]:
     cfg = parts.config_of(plan)
     skel = parts.skeleton(cfg)
     embed_ids = {id(p) for p in skel.embed.parameters()}
-    embedding = parts.unique_numel([skel.embed, skel.pos])
+    # positions: the model's module, or one per stack (positional_per_stack)
+    embedding = parts.unique_numel([skel.embed, skel.pos] + [st.pos for st in skel.stacks.values()])
     head = sum(p.numel() for p in skel.head.parameters() if id(p) not in embed_ids)
     final_norm = sum(parts.unique_numel(st.final_norm) for st in skel.stacks.values() if st.final_norm is not None)
     flow = sum(parts.unique_numel(st.flow) for st in skel.stacks.values())

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ..errors import DesignError
-from . import deepseek, gpt_oss, llama, qwen_moe
+from . import deepseek, encdec, gpt_oss, llama, qwen_moe
 from .common import bad
 
 
@@ -40,6 +40,7 @@ FAMILIES: list[Family] = [
     Family(qwen_moe.MODEL_TYPES, qwen_moe.import_config, qwen_moe.map_weights),
     Family(gpt_oss.MODEL_TYPES, gpt_oss.import_config, gpt_oss.map_weights),
     Family(deepseek.MODEL_TYPES, deepseek.import_config, deepseek.map_weights),
+    Family(encdec.MODEL_TYPES, encdec.import_config, encdec.map_weights, encdec.WEIGHT_TYPES),
 ]
 
 

@@ -24,6 +24,8 @@ from .base import (AttentionKind, CacheLayout, KindError, ParamInfo as P, attent
                    next_pow2, qkvo_flops, qkvo_params)
 
 BACKENDS = ("auto", "math", "flash", "efficient")
+# softmax logit scale: null = 1/sqrt(head_dim); T5 uses 1 (Raffel et al. 2020, arXiv 1910.10683, folded into the init)
+_SCALE = P("float", None, "logit scale (null = 1/sqrt(head_dim); T5: 1.0)", 1e-6, 1e6, nullable=True)
 
 
 # ---------------------------------------------------------------------------
@@ -426,8 +428,10 @@ KINDS: list[AttentionKind] = [
             "backend": P("choice", "auto", "SDPA kernel: auto, math, flash or efficient (xformers-style)", choices=BACKENDS),
             "qk_norm": P("bool", False, "RMSNorm over each head of q and k before rotary (Qwen3, Gemma-3)"),
             "sinks": P("bool", False, "attention sinks: a learned logit per head in the softmax denominator (gpt-oss)"),
+            "scale": _SCALE,
         },
         label="softmax (SDPA)", abbrev="SDPA", color="#4C78A8", aliases=("SDPA",), roles=("default", "full"),
+        takes_score_bias=True,
     ),
     FlexKind(
         "self_flex", "attention", "backend.nn.flex:SelfFlex",
@@ -507,6 +511,6 @@ CROSS = CrossKind(
     "cross", "attention", "backend.nn.attention:CrossAttention",
     "Decoder-to-encoder softmax attention (keys/values from the encoder output, cached once).",
     "Vaswani et al. 2017, arXiv 1706.03762",
-    {"backend": P("choice", "auto", "SDPA kernel", choices=BACKENDS)},
+    {"backend": P("choice", "auto", "SDPA kernel", choices=BACKENDS), "scale": _SCALE},
     label="cross-attention", abbrev="CROSS", color="#9D755D", uses_positions=False,
 )

@@ -201,6 +201,7 @@ class AttentionKind(KindInfo):
     cacheable: bool = False  # supports incremental decoding with a cache (in causal stacks)
     uses_positions: bool = True  # applies rope / alibi when the model uses them
     softmax: bool = False  # has an S x S softmax score matrix (may serve as cross-attention, takes score biases)
+    takes_score_bias: bool = False  # its forward takes ``score_bias`` (a positional ``bias_table``: T5's relative bias)
     causal_alternative: str = ""  # kind to suggest when this one cannot run in a causal stack
 
     def window(self, cfg: dict[str, Any]) -> int:
@@ -275,8 +276,12 @@ class PositionalKind(KindInfo):
     score_bias: bool = False  # adds a bias to attention scores (needs a softmax score matrix)
     rotary: bool = False  # rotates pairs of q/k channels inside attention
     table: bool = False  # a learned per-position table of max_seq_len rows
+    # a learned score bias the model computes once per stack and hands to each attention module that
+    # declares ``takes_score_bias`` (T5's bucketed relative bias); other kinds using positions are refused
+    bias_table: bool = False
 
     def param_count(self, model: Any) -> int:
+        """Parameters of the positional module(s) of the whole model (``positional_per_stack``: one per stack)."""
         return model.max_seq_len * model.hidden_size if self.table else 0
 
 

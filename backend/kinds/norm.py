@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .base import NormKind, PositionalKind
+from .base import KindError, NormKind, ParamInfo, PositionalKind
 
 
 @dataclass(frozen=True)
@@ -53,3 +53,35 @@ POSITIONALS: list[PositionalKind] = [
     PositionalKind("none", "positional", "backend.nn.positional:NoPositions", "No positional information.",
                    "Kazemnejad et al. 2023, arXiv 2305.19466", label="none (NoPE)"),
 ]
+
+
+# ---------------------------------------------------------------------------
+# T5's bucketed relative position bias (issue 12: encoder-decoder models)
+
+
+@dataclass(frozen=True)
+class BucketBiasKind(PositionalKind):
+    """A (num_buckets, H) table per positional module: one for the model, or one per stack."""
+
+    def param_count(self, model: Any) -> int:
+        cfg = self.resolve_params(getattr(model, "positional_params", None), ["positional_params"])
+        per = cfg["num_buckets"] * model.n_heads
+        return per * (len(model.stacks()) if getattr(model, "positional_per_stack", False) else 1)
+
+    def check(self, model: Any, cfg: dict[str, Any], *, causal: bool, positional: Any = None) -> None:
+        # the log-spaced buckets start at num_buckets // 4 (bidirectional) or // 2 (causal) and must end beyond
+        exact = cfg["num_buckets"] // 2
+        if cfg["max_distance"] <= exact:
+            raise KindError(f"must be > num_buckets // 2 = {exact} (the log-spaced buckets end there), "
+                            f"got {cfg['max_distance']}", "max_distance")
+
+
+POSITIONALS.append(BucketBiasKind(
+    "t5_bias", "positional", "backend.nn.positional:RelativePositionBias",
+    "Bucketed relative position bias on attention logits: one learned scalar per (bucket, head), "
+    "log-spaced buckets, shared by every layer of a stack; cross-attention gets none.",
+    "Raffel et al. 2020, T5, arXiv 1910.10683, section 2.1",
+    {"num_buckets": ParamInfo("int", 32, "relative-position buckets (T5: 32)", 4, 1024),
+     "max_distance": ParamInfo("int", 128, "distance from which all positions share the last bucket (T5: 128)", 2, 1 << 20)},
+    label="T5 relative bias", roles=("bucket_bias",), score_bias=True, bias_table=True,
+))

@@ -70,11 +70,17 @@ class SelfSDPA(nn.Module):
     kernel that takes a float mask; it is not cached, so cached decoding
     equals the full forward. It adds one (query, key) pair per query to the
     traced FLOPs (the declaration counts it).
+    ``params["scale"]``: the logit scale (null = 1/sqrt(Dh)); T5 uses 1 (Raffel et al. 2020, arXiv
+    1910.10683: the scaling is folded into the initialisation). ``score_bias`` (forward): the stack's
+    learned logit bias ``(q_pos, k_pos) -> (1, H, Sq, Sk)`` (T5's relative bias, ``positional.py``).
     """
+
+    takes_score_bias = True
 
     def __init__(self, ctx: LayerContext):
         super().__init__()
         p = ctx.params
+        self.scale = p.get("scale")
         self.causal = ctx.causal
         self.window = int(p.get("window", 0) or 0)
         self.backend = p.get("backend", "auto")
@@ -94,7 +100,7 @@ class SelfSDPA(nn.Module):
         return KVCache(window=self.window or window)
 
     def forward(self, x: torch.Tensor, *, start_pos: int = 0, cache: KVCache | None = None,
-                padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+                padding_mask: torch.Tensor | None = None, score_bias=None) -> torch.Tensor:
         B, S, _ = x.shape
         q = self.q_proj(x).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, S, Dh)
         k = self.k_proj(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, Dh)
@@ -110,23 +116,28 @@ class SelfSDPA(nn.Module):
             k, v = cache.append(k, v, padding_mask)  # (B, Hkv, T, Dh), T = cached + S
             k_start, k_pad = cache.returned_start, cache.returned_pad
         k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)  # (B, H, T, Dh)
-        out = self._attend(q, k, v, start_pos, k_start, k_pad)  # (B, H, S, Dh)
+        out = self._attend(q, k, v, start_pos, k_start, k_pad, score_bias)  # (B, H, S, Dh)
         return self.o_proj(out.transpose(1, 2).reshape(B, S, self.n_heads * self.head_dim))
 
-    def _attend(self, q, k, v, q_start: int, k_start: int, k_pad):
+    def _attend(self, q, k, v, q_start: int, k_start: int, k_pad, score_bias=None):
         S, T = q.shape[2], k.shape[2]
         dropout_p = self.dropout if self.training else 0.0
-        plain = not self.window and k_pad is None and not self.alibi and self.sinks is None
+        plain = not self.window and k_pad is None and not self.alibi and self.sinks is None and score_bias is None
         if plain and (not self.causal or (S == T and q_start == k_start)):
             # No explicit mask: lets SDPA pick its fused kernels (is_causal for the square case).
-            return sdpa(q, k, v, None, is_causal=self.causal, dropout_p=dropout_p, backend=self.backend)
+            return sdpa(q, k, v, None, is_causal=self.causal, dropout_p=dropout_p, backend=self.backend, scale=self.scale)
         q_pos, k_pos = positions(q_start, S, q.device), positions(k_start, T, q.device)
         mask = attention_mask(q_pos, k_pos, causal=self.causal, window=self.window, padding_mask=k_pad)
         keep = None
         if mask is not None and k_pad is not None:
             mask, keep = open_empty_rows(mask)  # (B, 1, S, T), (B, 1, S, 1)
+        bias = None
         if self.alibi:
             bias = alibi_bias(self.n_heads, q_pos, k_pos, q.dtype)[None]  # (1, H, S, T)
+        if score_bias is not None:
+            learned = score_bias(q_pos, k_pos).to(q.dtype)  # (1, H, S, T)
+            bias = learned if bias is None else bias + learned
+        if bias is not None:
             mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
         backend = self.backend
         if self.sinks is not None:
@@ -136,7 +147,7 @@ class SelfSDPA(nn.Module):
             # kernel unless a CUDA kernel is pinned with `backend` (inference keeps any kernel)
             if mask.requires_grad and (q.device.type != "cuda" or backend == "auto"):
                 backend = "math"
-        out = sdpa(q, k, v, mask, dropout_p=dropout_p, backend=backend)
+        out = sdpa(q, k, v, mask, dropout_p=dropout_p, backend=backend, scale=self.scale)
         return out if keep is None else out * keep
 
     def _with_sink(self, q, k, v, mask):
@@ -164,11 +175,13 @@ class CrossAttention(nn.Module):
     (the encoder output already carries positions). With a cache the projected
     memory keys/values (and ``memory_mask``) are stored on the first call and
     reused by every later decoding step, so ``memory`` may then be ``None``.
+    ``params["scale"]``: the logit scale (null = 1/sqrt(Dh); T5: 1).
     """
 
     def __init__(self, ctx: LayerContext):
         super().__init__()
         self.backend = ctx.params.get("backend", "auto")
+        self.scale = ctx.params.get("scale")
         self.dropout = ctx.dropout
         add_qkvo(self, ctx)  # q_proj, k_proj, v_proj, o_proj
 
@@ -196,7 +209,7 @@ class CrossAttention(nn.Module):
         mask = keep = None
         if memory_mask is not None:
             mask, keep = open_empty_rows(memory_mask.to(torch.bool)[:, None, None, :].expand(B, 1, S, k.shape[2]))
-        out = sdpa(q, k, v, mask, dropout_p=self.dropout if self.training else 0.0, backend=self.backend)
+        out = sdpa(q, k, v, mask, dropout_p=self.dropout if self.training else 0.0, backend=self.backend, scale=self.scale)
         if keep is not None:
             out = out * keep
         return self.o_proj(out.transpose(1, 2).reshape(B, S, self.n_heads * self.head_dim))

@@ -22,6 +22,9 @@ of every default; :data:`CONFIG_KEYS` lists them)::
     norm_placement            pre | post | pre_post
     norm_eps, bias, qkv_bias, tie_embeddings, final_norm, dropout, init_std,
     gradient_checkpointing
+    positional_params         the positional kind's params (defaults filled in)
+    positional_per_stack      one positional module per stack instead of one for the model
+    head_rescale              scale the last hidden state by hidden_size**-0.5 before a token head (T5)
     stacks: {"layers" | "encoder" | "decoder": {
         causal: bool,         decoder stacks are causal
         cross: bool,          has a cross-attention sub-block (decoder of encoder_decoder)
@@ -56,7 +59,8 @@ incremental decoding gives every executed layer its own cache.
 State-dict names::
 
     embed.weight (nn.Embedding) | embed.weight, embed.bias (Linear, features)
-    pos.weight                                     learned positions only
+    pos.weight                                     learned positions / a score-bias table only
+    stacks.<stack>.pos.weight                      the same, per stack (positional_per_stack)
     stacks.<stack>.blocks.<u>.attn_norm|attn|attn_post_norm
                               .cross_norm|cross|cross_post_norm     decoder of enc-dec
                               .mlp_norm|mlp|mlp_post_norm            *_post_norm: pre_post
@@ -84,6 +88,7 @@ on the meta device (``normal_`` there imports torch._dynamo, ~1 s).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -104,6 +109,8 @@ CONFIG_KEYS = (
     "n_kv_heads", "head_dim", "ffn_hidden", "activation", "max_seq_len", "positional", "rope_theta", "norm",
     "norm_placement", "rope_scaling", "norm_eps", "bias", "qkv_bias", "tie_embeddings", "final_norm", "dropout", "init_std",
     "gradient_checkpointing", "stacks",
+    # encoder-decoder models (T5, BART; issue 12)
+    "positional_params", "positional_per_stack", "head_rescale",
 )
 
 
@@ -128,6 +135,12 @@ def layer_context(cfg: dict[str, Any], *, causal: bool = True, index: int = 0, n
         causal=causal, layer_index=index, n_layers=n_layers, depth=depth, init_std=cfg["init_std"],
         params=dict(params or {}),
     )
+
+
+def positional_module(cfg: dict[str, Any]) -> nn.Module:
+    """The model's positional module (the model holds one, or each stack one with ``positional_per_stack``)."""
+    ctx = layer_context(cfg).with_params({**cfg["positional_params"], "kind": cfg["positional"]})
+    return lookup("positional", cfg["positional"])(ctx)
 
 
 def complete_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -200,11 +213,16 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, s=1.0, *, start_pos: int = 0, cache: dict | None = None,
                 padding_mask: torch.Tensor | None = None, memory: torch.Tensor | None = None,
-                memory_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, S, D) -> ((B, S, D), aux loss 0-dim)."""
+                memory_mask: torch.Tensor | None = None, score_bias=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, D) -> ((B, S, D), aux loss 0-dim).
+
+        ``score_bias``: the stack's ``(q_pos, k_pos) -> (1, H, Sq, Sk)`` logit bias (a positional module with
+        ``score_bias``, e.g. T5's), given to a self-attention module that says ``takes_score_bias``.
+        """
         cache = cache or {}
         self_cache = cache.get("self")
-        x = self._residual(x, lambda h: self.attn(h, start_pos=start_pos, cache=self_cache, padding_mask=padding_mask),
+        kw = {"score_bias": score_bias} if score_bias is not None and getattr(self.attn, "takes_score_bias", False) else {}
+        x = self._residual(x, lambda h: self.attn(h, start_pos=start_pos, cache=self_cache, padding_mask=padding_mask, **kw),
                            self.attn_norm, self.attn_post_norm, s)
         if self.cross is not None:
             if memory is None:
@@ -273,6 +291,7 @@ class Stack(nn.Module):
             for u, layer in enumerate(layers)
         )
         self.flow = FlowSpeed(scfg.get("flow") or {}, cfg["hidden_size"], depth)
+        self.pos = positional_module(cfg) if cfg["positional_per_stack"] else None  # else the model's
         self.final_norm = None
         if cfg["final_norm"]:
             cls = lookup("norm", cfg["norm"])
@@ -286,13 +305,17 @@ class Stack(nn.Module):
 
     def forward(self, x: torch.Tensor, *, start_pos: int = 0, caches: list | None = None,
                 padding_mask: torch.Tensor | None = None, memory: torch.Tensor | None = None,
-                memory_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                memory_mask: torch.Tensor | None = None, pos: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pos``: the positional module in force (the stack's own, else the model's, passed by the model)."""
         aux = x.new_zeros(())
+        pos = self.pos if self.pos is not None else pos
+        # a score-bias table (T5): one module for the whole stack, biased in this stack's direction
+        score_bias = functools.partial(pos, causal=self.causal) if getattr(pos, "score_bias", False) else None
         for j, u in enumerate(self.order):
             block = self.blocks[u]
             s = self.flow(x, j)
             kw = dict(start_pos=start_pos, cache=None if caches is None else caches[j],
-                      padding_mask=padding_mask, memory=memory, memory_mask=memory_mask)
+                      padding_mask=padding_mask, memory=memory, memory_mask=memory_mask, score_bias=score_bias)
             if self.checkpointing and self.training and caches is None and torch.is_grad_enabled():
                 x, a = torch.utils.checkpoint.checkpoint(block, x, s, use_reentrant=False, **kw)
             else:
@@ -340,7 +363,6 @@ class Transformer(nn.Module):
         self.architecture = cfg["architecture"]
         self.task = cfg["task"]
         d = cfg["hidden_size"]
-        base = layer_context(cfg)
         if cfg.get("vocab_size"):
             # torch.empty + explicit init instead of nn.Embedding's normal_: on the meta
             # device normal_ imports torch._dynamo (~1 s); meta builds skip it.
@@ -352,7 +374,8 @@ class Transformer(nn.Module):
             self.embed = nn.Linear(cfg["input_dim"], d)  # continuous inputs
         else:
             raise ValueError("set vocab_size (tokens) or input_dim (features)")
-        self.pos = lookup("positional", cfg["positional"])(base.with_params({"kind": cfg["positional"]}))
+        # one positional module for the model, or (positional_per_stack) one in each stack
+        self.pos = None if cfg["positional_per_stack"] else positional_module(cfg)
         self.drop = nn.Dropout(cfg["dropout"])
         expected = ["encoder", "decoder"] if self.architecture == "encoder_decoder" else ["layers"]
         if sorted(cfg["stacks"]) != sorted(expected):
@@ -378,15 +401,16 @@ class Transformer(nn.Module):
     def decoding_stack(self) -> Stack:
         return self.stacks["decoder" if self.architecture == "encoder_decoder" else "layers"]
 
-    def _embed(self, x: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
-        """Tokens (B, S) long or features (B, S, input_dim) -> (B, S, D)."""
+    def _embed(self, x: torch.Tensor, start_pos: int = 0, stack: str | None = None) -> torch.Tensor:
+        """Tokens (B, S) long or features (B, S, input_dim) -> (B, S, D), with the positions of ``stack``."""
         h = self.embed(x)
-        if getattr(self.pos, "additive", False):
+        pos = self.stacks[stack].pos if stack is not None and self.pos is None else self.pos
+        if getattr(pos, "additive", False):
             s = h.shape[1]
             if self.cfg["positional"] == "learned" and start_pos + s > self.cfg["max_seq_len"]:
                 raise ValueError(f"positions up to {start_pos + s} exceed max_seq_len {self.cfg['max_seq_len']} (learned positions)")
             positions = torch.arange(start_pos, start_pos + s, device=h.device)
-            h = h + self.pos(positions).to(h.dtype)
+            h = h + pos(positions).to(h.dtype)
         return self.drop(h)
 
     def _head(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -400,10 +424,12 @@ class Transformer(nn.Module):
             if self.task == "cluster_centers":
                 out = out.view(out.shape[0], self.cfg["output_dim"], self.cfg["input_dim"])
             return out
+        if self.cfg["head_rescale"] and self.task in TOKEN_TASKS:  # T5: the tied head sees h / sqrt(D)
+            h = h * self.cfg["hidden_size"] ** -0.5
         return self.head(h)
 
     def _encode(self, src: torch.Tensor, src_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.stacks["encoder"](self._embed(src), padding_mask=src_mask)
+        return self.stacks["encoder"](self._embed(src, stack="encoder"), padding_mask=src_mask, pos=self.pos)
 
     # ---- public API -----------------------------------------------------------------
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -417,7 +443,8 @@ class Transformer(nn.Module):
         """Full (non-incremental) decoder pass over ``tgt`` given the encoder output."""
         if self.architecture != "encoder_decoder":
             raise ValueError("decode() is for encoder_decoder models")
-        h, aux = self.stacks["decoder"](self._embed(tgt), padding_mask=tgt_mask, memory=memory, memory_mask=memory_mask)
+        h, aux = self.stacks["decoder"](self._embed(tgt, stack="decoder"), padding_mask=tgt_mask, memory=memory,
+                                        memory_mask=memory_mask, pos=self.pos)
         return ModelOutput(self._head(h, tgt_mask), aux, h)
 
     def forward(self, x: torch.Tensor, tgt: torch.Tensor | None = None, *, mask: torch.Tensor | None = None,
@@ -435,7 +462,7 @@ class Transformer(nn.Module):
             return out
         if tgt is not None:
             raise ValueError(f"tgt only applies to encoder_decoder models, not {self.architecture!r}")
-        h, aux = self.stacks["layers"](self._embed(x), padding_mask=mask)
+        h, aux = self.stacks["layers"](self._embed(x, stack="layers"), padding_mask=mask, pos=self.pos)
         return ModelOutput(self._head(h, mask), aux, h)
 
     # ---- incremental decoding ---------------------------------------------------------
@@ -482,8 +509,9 @@ class Transformer(nn.Module):
             else:
                 out = self.forward(cache.history).output
             return out[:, -s:]
-        h, _ = self.decoding_stack(self._embed(tokens, start_pos), start_pos=start_pos, caches=cache.layers,
-                                   memory=cache.memory, memory_mask=cache.memory_mask)
+        name = "decoder" if self.architecture == "encoder_decoder" else "layers"
+        h, _ = self.decoding_stack(self._embed(tokens, start_pos, stack=name), start_pos=start_pos, caches=cache.layers,
+                                   memory=cache.memory, memory_mask=cache.memory_mask, pos=self.pos)
         return self._head(h, None)
 
     @torch.no_grad()
@@ -541,8 +569,9 @@ class Transformer(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         if exclude_embedding:
             n -= self.embed.weight.numel()
-            if isinstance(getattr(self.pos, "weight", None), torch.Tensor):
-                n -= self.pos.weight.numel()
+            for pos in [self.pos] + [st.pos for st in self.stacks.values()]:
+                if isinstance(getattr(pos, "weight", None), torch.Tensor):
+                    n -= pos.weight.numel()
         return n
 
 
