@@ -90,15 +90,24 @@ def _key(t) -> int:
 
 
 class _Recorder:
-    """Saved-tensor hooks that note each storage once, with the region that saved it first."""
+    """Saved-tensor hooks that note each storage once, with the region that saved it first.
+
+    Storages are told apart by address, so the recorder holds every tensor it was
+    shown until it is dropped: a saved tensor whose graph dies mid-forward (a
+    router's discarded top-k values, say) would otherwise free its storage, and a
+    later storage at the same address would read as already seen (counts that
+    depended on the allocator's history, so on which tests ran before).
+    """
 
     def __init__(self, exclude: set[int]):
         self.exclude = set(exclude)
         self.seen: dict[int, tuple[int, str]] = {}
         self.region = "replicated"
+        self._held: list = []
 
     def pack(self, t):
         k = _key(t)
+        self._held.append(t)
         if k not in self.exclude and k not in self.seen:
             self.seen[k] = (t.untyped_storage().nbytes(), self.region)
         return t
