@@ -156,7 +156,8 @@ BUILTIN = list(registry.ATTENTION)
 KINDS = BUILTIN + list(PLUGIN_KINDS)
 # a few configs per kind: defaults, and one that exercises its own params (windows, sizes)
 CONFIGS = {
-    "self_sdpa": [{}, {"window": 3}, {"qk_norm": True}, {"sinks": True}, {"sinks": True, "window": 3}, {"scale": 0.5}],
+    "self_sdpa": [{}, {"window": 3}, {"qk_norm": True}, {"sinks": True}, {"sinks": True, "window": 3}, {"scale": 0.5},
+                  {"output_gate": True, "qk_norm": True}],
     "self_flex": [{}, {"window": 3, "prefix_len": 2}, {"softcap": 5.0, "alibi": True}],
     "diff_attn": [{}],
     "token_param": [{"num_param_tokens": 5}],
@@ -171,6 +172,9 @@ CONFIGS = {
             {"q_lora_rank": 6, "yarn_factor": 4.0, "yarn_original_max": 6, "yarn_mscale": 0.707, "yarn_mscale_all_dim": 1.0}],
     "mamba2": [{"d_state": 4, "head_dim": 8, "chunk_size": 5}, {"d_state": 3, "head_dim": 16, "n_groups": 2, "chunk_size": 64, "d_conv": 3}],
     "mamba": [{"d_state": 4, "chunk_size": 5}, {"d_state": 3, "expand": 1, "dt_rank": 5, "bc_norm": True, "chunk_size": 64, "d_conv": 3}],
+    "gated_deltanet": [{"num_key_heads": 2, "num_value_heads": 4, "key_head_dim": 4, "value_head_dim": 3, "chunk_size": 5},
+                       {"num_key_heads": 3, "num_value_heads": 3, "key_head_dim": 8, "value_head_dim": 8, "conv_kernel": 2,
+                        "chunk_size": 64}],
 }
 D, H, KV, L, S, B = 32, 4, 2, 24, 12, 2
 

@@ -23,6 +23,12 @@ already count real FLOPs). Only the light counter does this; the
 ``FlopCounterMode`` fallback (higher-order operators on real devices, never
 on meta) keeps torch's shape-only count.
 
+Triangular solves (``torch.linalg.solve_triangular``, the UT transform of
+Gated DeltaNet's chunkwise form) have no formula either; :data:`SOLVE_FORMULAS`
+counts forward / back substitution at 2 FLOPs per multiply-accumulate:
+``n (n - 1) / 2`` per right-hand column for a unit triangle, ``n (n + 1) / 2``
+(the diagonal divides counted as multiply-accumulates) otherwise.
+
 Plain reductions (``sum``), ``cumsum`` and element-wise ops have no formula
 and count zero by the DESIGN.md section 5 convention; the closed forms
 (``closed_form``) follow the same rule, so the two agree by construction of
@@ -78,6 +84,21 @@ FFT_FORMULAS: dict[Any, Callable[..., int]] = {
 }
 
 
+def _solve_triangular(a_shape, b_shape, *args, upper=False, left=True, unitriangular=False, out_shape=None, **kwargs) -> int:
+    """``linalg_solve_triangular(A (.., n, n), B)``: per batch and right-hand column, n(n -+ 1)/2 MACs."""
+    n = a_shape[-1]
+    rows, cols = out_shape[-2], out_shape[-1]
+    batch = 1
+    for x in out_shape[:-2]:
+        batch *= x
+    columns = cols if left else rows
+    macs = n * (n - 1) // 2 if unitriangular else n * (n + 1) // 2
+    return 2 * batch * columns * macs
+
+
+SOLVE_FORMULAS: dict[Any, Callable[..., int]] = {aten.linalg_solve_triangular: _solve_triangular}
+
+
 class _LightCounter(TorchDispatchMode):
     """``FlopCounterMode``'s own formulas (``flop_registry``) in a plain dispatch mode.
 
@@ -116,7 +137,8 @@ def _complex(args: Any) -> bool:
     return any(isinstance(a, torch.Tensor) and a.is_complex() for a in args)
 
 
-_FORMULAS: dict[Any, Callable[..., int]] = {**flop_registry, **{k: shape_wrapper(v) for k, v in FFT_FORMULAS.items()}}
+_EXTRA_FORMULAS: dict[Any, Callable[..., int]] = {**FFT_FORMULAS, **SOLVE_FORMULAS}
+_FORMULAS: dict[Any, Callable[..., int]] = {**flop_registry, **{k: shape_wrapper(v) for k, v in _EXTRA_FORMULAS.items()}}
 
 
 def count(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
@@ -127,7 +149,7 @@ def count(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[int, dict[
         return sum(mode.per_op.values()), dict(mode.per_op)
     except Exception:  # e.g. a higher-order operator: the full FlopCounterMode handles those
         pass
-    with FlopCounterMode(display=False, custom_mapping=FFT_FORMULAS) as fmode:
+    with FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as fmode:
         with torch.no_grad():
             fn(*args, **kwargs)
     per_op = {str(op): int(v) for op, v in fmode.get_flop_counts().get("Global", {}).items()}

@@ -45,16 +45,21 @@ class SoftmaxKind(AttentionKind):
     def flops(self, model: Any, cfg: dict[str, Any], b: int, s: int, *, causal: bool) -> tuple[float, float]:
         # scores Q K^T (Dh MACs per pair and head) + values A V (Dh MACs); attention sinks run as one
         # extra (zero) key per query (backend/nn/attention.py), so s more pairs in either count
-        _, H, _, Dh = dims(model)
+        D, H, _, Dh = dims(model)
         lin, per_pair = qkvo_flops(model, b, s), 4 * b * H * Dh
+        if cfg.get("output_gate"):  # q_proj's second half: the gate (D -> H Dh); the sigmoid product counts zero
+            lin += 2 * b * s * D * H * Dh
         sink = s if cfg.get("sinks") else 0
         return lin + per_pair * (s * s + sink), lin + per_pair * (self.pairs(cfg, s, causal=causal) + sink)
 
     def param_count(self, model: Any, cfg: dict[str, Any], *, causal: bool) -> int:
         # qk_norm: one RMSNorm gain of Dh shared by the heads of q, one of k (Qwen3 / Gemma-3);
-        # sinks: one logit per head (gpt-oss)
-        return (qkvo_params(model) + (2 * model.attn_head_dim if cfg.get("qk_norm") else 0)
-                + (model.n_heads if cfg.get("sinks") else 0))
+        # sinks: one logit per head (gpt-oss); output_gate: q_proj doubled (weight, and its bias when q has one)
+        D, H, _, Dh = dims(model)
+        n = qkvo_params(model) + (2 * Dh if cfg.get("qk_norm") else 0) + (H if cfg.get("sinks") else 0)
+        if cfg.get("output_gate"):
+            n += D * H * Dh + (H * Dh if (model.bias or model.qkv_bias) else 0)
+        return n
 
     def cache(self, model: Any, cfg: dict[str, Any], dtype_bytes: int) -> CacheLayout:
         # KVCache: K and V of (B, KV, T, Dh); a sliding window keeps the last `window` tokens
@@ -69,6 +74,8 @@ class SoftmaxKind(AttentionKind):
         # (the 5 a S / h term of Korthikanti et al. 2022) and its dropout mask
         _, H, KV, Dh = dims(model)
         e, drop = H * Dh + 2 * KV * Dh + H * Dh, 0.0
+        if cfg.get("output_gate"):  # the gate and the gated output (o_proj's input)
+            e += 2 * H * Dh
         if not fused:
             w = self.window(cfg)
             keys = min(s, w) if w else s
@@ -429,6 +436,7 @@ KINDS: list[AttentionKind] = [
             "qk_norm": P("bool", False, "RMSNorm over each head of q and k before rotary (Qwen3, Gemma-3)"),
             "sinks": P("bool", False, "attention sinks: a learned logit per head in the softmax denominator (gpt-oss)"),
             "scale": _SCALE,
+            "output_gate": P("bool", False, "sigmoid gate on the attention output from a doubled q_proj (Qwen3-Next)"),
         },
         label="softmax (SDPA)", abbrev="SDPA", color="#4C78A8", aliases=("SDPA",), roles=("default", "full"),
         takes_score_bias=True,

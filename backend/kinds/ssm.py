@@ -22,6 +22,18 @@ chunked form's associative scan), the gate, the D skip and the optional
 dt/B/C RMSNorms are element-wise and count zero, as norms and softmax do
 elsewhere. Megatron-LM has no Mamba-1 formula; its Mamba-2 scan term is 7 E N
 per token.
+
+``gated_deltanet``: Gated DeltaNet (Yang, Kautz & Hatamizadeh 2024, arXiv
+2412.06464) as in Qwen3-Next, module ``backend.nn.gated_deltanet``. Notation:
+Hk key heads of dk, Hv value heads of dv, Kd = Hk dk, Vd = Hv dv, conv_dim =
+2 Kd + Vd, K conv_kernel, Q = min(chunk_size, S), c = ceil(S / Q). Same FLOP
+convention: the projections, the depthwise conv and the chunkwise matmuls
+count 2 per multiply-accumulate; the two unit-triangular solves of the UT
+transform count 2 per multiply-accumulate of forward substitution
+(Q (Q - 1) / 2 per right-hand column, ``backend.analysis.counting``);
+L2 norms, gates, decays, the gated RMSNorm and the cumulative sums count
+zero. Each Q x Q block is computed in full and masked: no separate
+causal-aware count.
 """
 from __future__ import annotations
 
@@ -145,6 +157,62 @@ class MambaKind(AttentionKind):
         return float(10 * E + R + 2 * N + 2 * E * N * passes), 0.0
 
 
+@dataclass(frozen=True)
+class GatedDeltaNetKind(Mamba2Kind):
+    """Causal-only, cacheable, position-free like Mamba-2; its own sizes and counts."""
+
+    @staticmethod
+    def gdn_sizes(cfg: dict[str, Any]) -> tuple[int, int, int, int, int]:
+        """(Hk, Hv, dk, dv, K) of a resolved layer."""
+        return (int(cfg["num_key_heads"]), int(cfg["num_value_heads"]), int(cfg["key_head_dim"]),
+                int(cfg["value_head_dim"]), int(cfg["conv_kernel"]))
+
+    def check(self, model: Any, cfg: dict[str, Any], *, causal: bool, positional: Any = None) -> None:
+        Hk, Hv, _, _, _ = self.gdn_sizes(cfg)
+        if Hv % Hk:
+            raise KindError(f"num_value_heads must be a multiple of num_key_heads ({Hk}), got {Hv}", "num_value_heads")
+
+    def flops(self, model: Any, cfg: dict[str, Any], b: int, s: int, *, causal: bool) -> tuple[float, float]:
+        """in_proj_qkvz + in_proj_ba, the depthwise conv over [q | k | v], the chunkwise rule, out_proj."""
+        D = model.hidden_size
+        Hk, Hv, dk, dv, K = self.gdn_sizes(cfg)
+        Kd, Vd = Hk * dk, Hv * dv
+        lin = 2 * b * s * D * (2 * Kd + 2 * Vd + 2 * Hv) + 2 * b * s * Vd * D
+        conv = 2 * b * s * (2 * Kd + Vd) * K
+        Q = max(1, min(int(cfg["chunk_size"]), s))
+        c = -(-s // Q)
+        # per chunk and value head: beta k k^T, q k^T (Q^2 dk each), q k^T-block times V' (Q^2 dv),
+        # W S0, q S0, k^T V' (Q dk dv each); the two unit-triangular solves (Q (Q - 1) / 2 (dv + dk) MACs)
+        rule = b * c * Hv * (2 * (2 * Q * Q * dk + Q * Q * dv + 3 * Q * dk * dv) + Q * (Q - 1) * (dv + dk))
+        f = float(lin + conv + rule)
+        return f, f
+
+    def param_count(self, model: Any, cfg: dict[str, Any], *, causal: bool) -> int:
+        # in_proj_qkvz, in_proj_ba, conv weight (conv_dim, 1, K) without bias, dt_bias / A_log per value head,
+        # the norm gain (dv, shared by the heads), out_proj
+        D = model.hidden_size
+        Hk, Hv, dk, dv, K = self.gdn_sizes(cfg)
+        Kd, Vd = Hk * dk, Hv * dv
+        d_in = 2 * Kd + 2 * Vd + 2 * Hv
+        n = D * d_in + (2 * Kd + Vd) * K + 2 * Hv + dv + Vd * D
+        if model.bias:
+            n += d_in + D
+        return n
+
+    def cache(self, model: Any, cfg: dict[str, Any], dtype_bytes: int) -> CacheLayout:
+        # StateCache: conv (B, conv_dim, K - 1) in the model dtype, state (B, Hv, dk, dv) in >= float32
+        Hk, Hv, dk, dv, K = self.gdn_sizes(cfg)
+        return CacheLayout(state_bytes=(2 * Hk * dk + Hv * dv) * (K - 1) * dtype_bytes + Hv * dk * dv * max(dtype_bytes, 4))
+
+    def activation_elems(self, model: Any, cfg: dict[str, Any], s: int, *, fused: bool) -> tuple[float, float]:
+        # per token: the projections' outputs, the conv output, normalised q / k (per value head) and v, the
+        # rule's output, the norm's input and gate product, plus this token's rows of the Q x Q blocks (A, q k^T)
+        Hk, Hv, dk, dv, _ = self.gdn_sizes(cfg)
+        Kd, Vd = Hk * dk, Hv * dv
+        Q = max(1, min(int(cfg["chunk_size"]), s))
+        return float((2 * Kd + 2 * Vd + 2 * Hv) + (2 * Kd + Vd) + (2 * Hv * dk + Vd) + 3 * Vd + 2 * Hv * Q), 0.0
+
+
 KINDS: list[AttentionKind] = [
     Mamba2Kind(
         "mamba2", "attention", "backend.nn.mamba2:Mamba2",
@@ -175,5 +243,20 @@ KINDS: list[AttentionKind] = [
             "chunk_size": P("int", 64, "chunk length of the chunked (training) scan", 1, 1 << 16),
         },
         label="Mamba (selective scan)", abbrev="MAMBA", color="#B5542B", aliases=("MAMBA",),
+    ),
+    GatedDeltaNetKind(
+        "gated_deltanet", "attention", "backend.nn.gated_deltanet:GatedDeltaNet",
+        "Gated DeltaNet (Qwen3-Next's linear attention): causal depthwise conv over q/k/v, L2-normalised q/k, "
+        "the gated delta rule in chunkwise-parallel (UT-transform) form, gated RMSNorm; decodes with a constant state.",
+        "Yang, Kautz & Hatamizadeh 2024, Gated Delta Networks, arXiv 2412.06464",
+        {
+            "num_key_heads": P("int", 16, "q/k heads (Qwen3-Next linear_num_key_heads)", 1, 4096),
+            "num_value_heads": P("int", 32, "value heads; a multiple of num_key_heads, which they share", 1, 4096),
+            "key_head_dim": P("int", 128, "q/k channels per head (the state is key_head_dim x value_head_dim)", 1, 4096),
+            "value_head_dim": P("int", 128, "value channels per head", 1, 4096),
+            "conv_kernel": P("int", 4, "depthwise causal convolution kernel size over q/k/v", 1, 64),
+            "chunk_size": P("int", 64, "chunk length of the chunkwise-parallel (training) form", 1, 1 << 16),
+        },
+        label="Gated DeltaNet", abbrev="GDN", color="#8E6C8A", aliases=("GATED_DELTANET", "GDN"), roles=("gated_delta",),
     ),
 ]

@@ -73,6 +73,10 @@ class SelfSDPA(nn.Module):
     ``params["scale"]``: the logit scale (null = 1/sqrt(Dh)); T5 uses 1 (Raffel et al. 2020, arXiv
     1910.10683: the scaling is folded into the initialisation). ``score_bias`` (forward): the stack's
     learned logit bias ``(q_pos, k_pos) -> (1, H, Sq, Sk)`` (T5's relative bias, ``positional.py``).
+    ``params["output_gate"]``: Qwen3-Next's gated attention (Qiu et al. 2025,
+    arXiv 2505.06708, the element-wise SDPA-output gate): q_proj is doubled to
+    give, per head, ``[q_h | gate_h]`` (Dh each); the attention output is
+    multiplied by ``sigmoid(gate)`` before o_proj.
     """
 
     takes_score_bias = True
@@ -89,6 +93,9 @@ class SelfSDPA(nn.Module):
         self.rope_theta, self.rope_scaling = ctx.rope_theta, ctx.rope_scaling
         self.dropout = ctx.dropout
         add_qkvo(self, ctx)  # q_proj, k_proj, v_proj, o_proj
+        self.output_gate = bool(p.get("output_gate"))
+        if self.output_gate:  # q_proj: D -> H * 2Dh, per head [q_h | gate_h] (Qwen3-Next's layout)
+            self.q_proj = nn.Linear(ctx.hidden_size, 2 * ctx.n_heads * ctx.head_dim, bias=ctx.bias or ctx.qkv_bias)
         if p.get("qk_norm"):
             self.q_norm, self.k_norm = RMSNorm(ctx, ctx.head_dim), RMSNorm(ctx, ctx.head_dim)
         else:
@@ -102,7 +109,12 @@ class SelfSDPA(nn.Module):
     def forward(self, x: torch.Tensor, *, start_pos: int = 0, cache: KVCache | None = None,
                 padding_mask: torch.Tensor | None = None, score_bias=None) -> torch.Tensor:
         B, S, _ = x.shape
-        q = self.q_proj(x).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, S, Dh)
+        gate = None
+        if self.output_gate:
+            q, gate = self.q_proj(x).view(B, S, self.n_heads, 2 * self.head_dim).chunk(2, dim=-1)  # (B, S, H, Dh) each
+            q, gate = q.transpose(1, 2), gate.reshape(B, S, self.n_heads * self.head_dim)
+        else:
+            q = self.q_proj(x).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, S, Dh)
         k = self.k_proj(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, Dh)
         v = self.v_proj(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, Dh)
         if self.q_norm is not None:  # per head, over Dh
@@ -117,7 +129,10 @@ class SelfSDPA(nn.Module):
             k_start, k_pad = cache.returned_start, cache.returned_pad
         k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)  # (B, H, T, Dh)
         out = self._attend(q, k, v, start_pos, k_start, k_pad, score_bias)  # (B, H, S, Dh)
-        return self.o_proj(out.transpose(1, 2).reshape(B, S, self.n_heads * self.head_dim))
+        out = out.transpose(1, 2).reshape(B, S, self.n_heads * self.head_dim)
+        if gate is not None:
+            out = out * torch.sigmoid(gate)
+        return self.o_proj(out)
 
     def _attend(self, q, k, v, q_start: int, k_start: int, k_pad, score_bias=None):
         S, T = q.shape[2], k.shape[2]
