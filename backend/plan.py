@@ -618,7 +618,51 @@ def resolve_plan(source: Design | dict | str) -> Plan:
     return Plan(design, stacks, tuple(warnings))
 
 
+def length_limits(plan: Plan) -> dict[str, tuple[int, str] | None]:
+    """The longest sequence the built model accepts, and which kind sets it, or None.
+
+    Each kind says its own limit (``KindInfo.max_positions``): ``"positional"``
+    is the positional kind's (a learned table has ``max_seq_len`` rows; the
+    model refuses later positions, the counts still extrapolate); ``"layers"``
+    the tightest of the sublayer kinds of the executed layers (spectral filters
+    have one tap per position: the module itself cannot run longer inputs).
+    """
+    d = plan.design
+    pos = POSITIONAL[d.positional]
+    found: list[tuple[int, str]] = []
+    seen: set[tuple] = set()
+    for layer in plan.layers:
+        for cat, name in (("attention", layer.attention), ("mlp", layer.mlp), ("norm", layer.norm)):
+            sig = (cat, name, repr(sorted(layer.config[cat].items())))
+            if sig not in seen:
+                seen.add(sig)
+                lim = kind(cat, name).max_positions(d, layer.config[cat])
+                if lim:
+                    found.append(lim)
+    return {"positional": pos.max_positions(d, pos.resolve_params(d.positional_params, ["positional_params"])),
+            "layers": min(found, key=lambda t: t[0]) if found else None}
+
+
+def length_warning(plan: Plan, seq_len: int | None) -> str | None:
+    """A one-line warning when figures are asked for past what the model accepts or past max_seq_len;
+    a :class:`DesignError` on ``seq_len`` when a layer's module cannot run that length at all."""
+    if seq_len is None:
+        return None
+    d = plan.design
+    lim = length_limits(plan)
+    if lim["layers"] and seq_len > lim["layers"][0]:
+        raise DesignError("seq_len", f"{seq_len} exceeds {lim['layers'][0]}, the longest sequence this model's layers "
+                                     f"accept ({lim['layers'][1]})")
+    if lim["positional"] and seq_len > lim["positional"][0]:
+        return (f"seq_len {seq_len} exceeds {lim['positional'][0]}, the longest sequence this model accepts "
+                f"({lim['positional'][1]}); the figures are extrapolated and the model itself refuses that length")
+    if seq_len > d.max_seq_len:
+        return (f"seq_len {seq_len} exceeds max_seq_len {d.max_seq_len}: positions past the designed context "
+                f"({d.positional}) are extrapolated")
+    return None
+
+
 __all__ = [
-    "Plan", "StackPlan", "ResolvedLayer", "resolve_plan", "parse_string", "to_string", "matches",
+    "Plan", "StackPlan", "ResolvedLayer", "resolve_plan", "length_limits", "length_warning", "parse_string", "to_string", "matches",
     "PATTERNS", "register_pattern", "list_patterns", "LayerEntry", "Rule",
 ]

@@ -120,3 +120,41 @@ def test_import_is_cheap():
     code = "import sys, backend.analysis.report; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("positional, attention, refuses", [
+    ("learned", "self_sdpa", True),  # a table of max_seq_len rows
+    ("rope", "spectral", True),  # one filter tap per position
+    ("rope", "self_sdpa", False),  # runs past max_seq_len: only extrapolated
+])
+def test_seq_len_past_what_the_model_accepts_warns(positional, attention, refuses):
+    """Issue 12, item 5: analyze / plan-training warn when the length exceeds what the model accepts; the
+    reference is the real model, which refuses (or runs) that length."""
+    import torch
+
+    from backend.analysis import analyze
+    from backend.build import build_model
+    from backend.errors import DesignError
+    from backend.training.plan import plan_training
+
+    d = {"name": "len", "vocab_size": 50, "hidden_size": 16, "n_heads": 2, "max_seq_len": 8, "positional": positional,
+         "layers": {"n_layers": 1, "attention": attention}}
+    m = build_model(d).eval()
+    ran = True
+    try:
+        with torch.no_grad():
+            m(torch.zeros(1, 12, dtype=torch.long))
+    except ValueError:
+        ran = False
+    assert ran is not refuses
+    assert not [x for x in analyze(d, seq_len=8)["warnings"] if "seq_len" in x]
+    if attention == "spectral":  # the layer itself cannot run 12 positions: nothing to count, a one-line refusal
+        with pytest.raises(DesignError, match=r"seq_len: 12 exceeds 8.*spectral"):
+            analyze(d, seq_len=12)
+        with pytest.raises(DesignError, match="seq_len"):
+            plan_training(d, gpus=1, seq_len=12, global_batch=8, fit_table=False)
+        return
+    w = [x for x in analyze(d, seq_len=12)["warnings"] if "seq_len 12" in x]
+    assert len(w) == 1 and (("refuses" in w[0]) is refuses) and "max_seq_len" in w[0]
+    p = plan_training(d, gpus=1, seq_len=12, global_batch=8, fit_table=False)
+    assert p["warnings"] == analyze(d, seq_len=12)["warnings"]

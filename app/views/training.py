@@ -46,6 +46,8 @@ with state.shown_errors("the training plan"):
     with st.spinner("Planning..."):
         r = state.cached_training_plan(state.design_json(), json.dumps(layout, sort_keys=True))
     m, t, inf = r["memory"], r["time"], r["inference"]
+    for w in r.get("warnings") or []:
+        st.caption(f":material/warning: {ui.md(w)}")
     cols = st.columns(4)
     cols[0].metric("Per-GPU memory", ui.fmt_bytes(m["total_bytes"]),
                    delta="fits" if m["fits"] else "does not fit", delta_color="normal" if m["fits"] else "inverse",

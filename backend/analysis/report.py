@@ -35,6 +35,7 @@ def _plan(design_or_plan: Any):
 
 def analyze(design_or_plan: Any, *, seq_len: int | None = None, batch: int = 1, dtype: str = "bf16") -> dict[str, Any]:
     """Parameters, FLOPs and memory of a design, plan, design dict, file or preset name."""
+    from ..plan import length_warning
     from . import memory
     from .flops import flop_stats
     from .params import param_stats
@@ -50,6 +51,7 @@ def analyze(design_or_plan: Any, *, seq_len: int | None = None, batch: int = 1, 
         from ..errors import DesignError
 
         raise DesignError("seq_len" if s < 1 else "batch", f"must be >= 1, got {s if s < 1 else batch}")
+    length_note = length_warning(plan, s)  # before measuring: a layer that cannot run s is refused here
     ps = param_stats(plan)
     fs = flop_stats(plan, s, batch)
     kv = memory.kv_cache(plan, dtype, s, batch)
@@ -86,7 +88,7 @@ def analyze(design_or_plan: Any, *, seq_len: int | None = None, batch: int = 1, 
         "unique_layers": len(distinct),
         "distinct_layers": len(signatures),
         "executed_layers": len(plan.layers),
-        "warnings": list(plan.warnings),
+        "warnings": list(plan.warnings) + ([length_note] if length_note else []),
         "params": {k: ps[k] for k in ("total", "unique", "executed", "embedding", "non_embedding", "head", "tied_head", "components")},
         "flops": {k: fs[k] for k in ("forward", "forward_causal", "training", "training_causal", "attention_matrix",
                                      "components", "components_causal")},

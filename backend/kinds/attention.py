@@ -280,6 +280,10 @@ class SpectralKind(AttentionKind):
     cacheable: bool = True  # the causal variant decodes with a cache of its past inputs
     uses_positions: bool = False
 
+    def max_positions(self, model: Any, cfg: dict[str, Any]) -> tuple[int, str] | None:
+        # one filter per position of L = max_seq_len (backend/nn/spectral.py refuses longer inputs)
+        return model.max_seq_len, f"{self.name}: a filter of max_seq_len = {model.max_seq_len} positions"
+
     def check(self, model: Any, cfg: dict[str, Any], *, causal: bool, positional: Any = None) -> None:
         if model.max_seq_len > 65536:
             raise KindError(f"spectral mixing keeps a filter per position; max_seq_len must be <= 65536, got {model.max_seq_len}")

@@ -183,6 +183,13 @@ class KindInfo:
         refused here, so that a design the validator accepts also builds.
         """
 
+    def max_positions(self, model: Any, cfg: dict[str, Any]) -> tuple[int, str] | None:
+        """(the longest sequence the built module accepts, why) or None for no limit.
+
+        The analysis warns when asked for figures past it (``backend.plan.length_limit``).
+        """
+        return None
+
     def causal_warning(self, cfg: dict[str, Any]) -> str | None:
         """A warning when a layer with these params sits in a causal stack and runs, but is not causal
         by construction (validation shows it; the smoke test marks causality / cache checks n/a)."""
@@ -279,6 +286,11 @@ class PositionalKind(KindInfo):
     # a learned score bias the model computes once per stack and hands to each attention module that
     # declares ``takes_score_bias`` (T5's bucketed relative bias); other kinds using positions are refused
     bias_table: bool = False
+
+    def max_positions(self, model: Any, cfg: dict[str, Any]) -> tuple[int, str] | None:
+        if self.table:  # LearnedPositions has max_seq_len rows; the model refuses later positions
+            return model.max_seq_len, f"{self.name} positions: a table of max_seq_len = {model.max_seq_len} rows"
+        return None
 
     def param_count(self, model: Any) -> int:
         """Parameters of the positional module(s) of the whole model (``positional_per_stack``: one per stack)."""

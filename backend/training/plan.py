@@ -245,6 +245,7 @@ def plan_training(design: Any, *, gpu: str = "h100-sxm", gpus: int = 8, tp: int 
         "assumptions": {"overhead_gib": overhead_gib, "overhead_fraction": overhead_fraction,
                         "peak": "dense BF16 tensor-core peak of the catalogue entry, for every training dtype",
                         "state_bytes_per_param": "4 + 4 + 8 (fp32)" if dtype == "fp32" else "2 + 2 + 12 (bf16 mixed precision, Adam)"},
+        "warnings": list(report["warnings"]),  # the plan's, and a seq_len past what the model accepts
     }
     if fit_table:
         out["fit_table"] = layouts_that_fit(ctx, d, g, gpus=gpus, micro_batch=micro_batch, global_batch=global_batch,

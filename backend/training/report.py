@@ -67,6 +67,7 @@ def format_plan(r: dict[str, Any]) -> str:
         for row in ft["rows"]:
             lines.append(f"  {row['tp']:>3} {row['pp']:>3} {row['dp']:>4} {'y' if row['sp'] else 'n':>3} {row['zero']:>4} "
                          f"{row['recompute']:<10} {human(row['total_bytes'], 'B'):>12} {human(row['headroom_bytes'], 'B'):>12}")
+    lines += [f"warning: {w}" for w in r.get("warnings", ())]
     return "\n".join(lines)
 
 
