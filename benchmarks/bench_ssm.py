@@ -1,4 +1,4 @@
-"""Mamba-2 and Mamba speed: the chunked forms against the sequential recurrences, and linear growth in length.
+"""Mamba-2, Mamba and Gated DeltaNet speed: the chunked forms against the sequential recurrences, and linear growth in length.
 
     python benchmarks/bench_ssm.py [--hidden 256] [--d-state 64] [--threads N]
 
@@ -7,7 +7,10 @@ training path of ``backend.nn.mamba2``) against the token-by-token recurrence
 (its decode step applied S times) at seq 4096, and the chunked full-layer
 forward time at 8k over 1k tokens (linear: about 8x; quadratic would be 64x).
 The same two figures for ``mamba`` (Mamba-1, ``backend.nn.mamba``: chunked
-associative scan against its decode step applied S times; d_state 16).
+associative scan against its decode step applied S times; d_state 16), and
+for ``gated_deltanet`` (``backend.nn.gated_deltanet``: the chunkwise form with
+its UT transform against the gated delta rule's decode step applied S times;
+4 value heads of 64 x 64 state, chunk 64).
 CPU, float32, batch 1, best of a few repeats.
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backend.nn.common import LayerContext  # noqa: E402
+from backend.nn.gated_deltanet import GatedDeltaNet, gated_delta_chunked, gated_delta_step, l2norm  # noqa: E402
 from backend.nn.mamba import Mamba, scan_step, selective_scan  # noqa: E402
 from backend.nn.mamba2 import Mamba2, ssd_chunked, ssd_step  # noqa: E402
 
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  full layer forward: 1k {t[1024] * 1e3:.1f} ms, 8k {t[8192] * 1e3:.1f} ms "
           f"-> 8k/1k = {t[8192] / t[1024]:.2f}x (linear: 8x)")
     bench_mamba(args, g)
+    bench_gated_deltanet(args, g)
     return 0
 
 
@@ -102,6 +107,36 @@ def bench_mamba(args, g: torch.Generator) -> None:
         t = {n: best(lambda n=n: m(torch.randn(1, n, args.hidden, generator=g))) for n in (1024, 8192)}
     print(f"mamba (D={args.hidden}, d_inner={E}, d_state={N}, chunk=64)")
     print(f"  scan at seq {s}: chunked {t_chunk * 1e3:.1f} ms, sequential {t_seq * 1e3:.1f} ms "
+          f"-> {t_seq / t_chunk:.1f}x faster")
+    print(f"  full layer forward: 1k {t[1024] * 1e3:.1f} ms, 8k {t[8192] * 1e3:.1f} ms "
+          f"-> 8k/1k = {t[8192] / t[1024]:.2f}x (linear: 8x)")
+
+
+def bench_gated_deltanet(args, g: torch.Generator) -> None:
+    """Gated DeltaNet: chunkwise form vs its decode step S times at 4096; full layer 8k / 1k."""
+    params = {"num_key_heads": 2, "num_value_heads": 4, "key_head_dim": 64, "value_head_dim": 64, "conv_kernel": 4,
+              "chunk_size": 64}
+    ctx = LayerContext(hidden_size=args.hidden, n_heads=1, n_kv_heads=1, head_dim=args.hidden, ffn_hidden=1,
+                       params=params)
+    m = GatedDeltaNet(ctx).eval()
+    H, dk, dv, s = 4, 64, 64, 4096
+    q = l2norm(torch.randn(1, s, H, dk, generator=g)) * dk ** -0.5
+    k = l2norm(torch.randn(1, s, H, dk, generator=g))
+    v = torch.randn(1, s, H, dv, generator=g)
+    beta = torch.rand(1, s, H, generator=g)
+    gate = -torch.nn.functional.softplus(torch.randn(1, s, H, generator=g))
+
+    def sequential():
+        state = v.new_zeros(1, H, dk, dv)
+        for t in range(s):
+            _, state = gated_delta_step(q[:, t], k[:, t], v[:, t], beta[:, t], gate[:, t], state)
+
+    with torch.no_grad():
+        t_chunk = best(lambda: gated_delta_chunked(q, k, v, beta, gate, 64))
+        t_seq = best(sequential, repeats=1)
+        t = {n: best(lambda n=n: m(torch.randn(1, n, args.hidden, generator=g))) for n in (1024, 8192)}
+    print(f"gated_deltanet (D={args.hidden}, {H} value heads, state {dk}x{dv}, chunk=64)")
+    print(f"  delta rule at seq {s}: chunked {t_chunk * 1e3:.1f} ms, sequential {t_seq * 1e3:.1f} ms "
           f"-> {t_seq / t_chunk:.1f}x faster")
     print(f"  full layer forward: 1k {t[1024] * 1e3:.1f} ms, 8k {t[8192] * 1e3:.1f} ms "
           f"-> 8k/1k = {t[8192] / t[1024]:.2f}x (linear: 8x)")

@@ -211,3 +211,21 @@ def test_refused_in_an_encoder_and_with_uneven_heads():
     with pytest.raises(DesignError, match="num_value_heads"):
         resolve_plan({**base, "layers": {"n_layers": 1, "attention": "gated_deltanet",
                                          "params": {"attention": params(4, hk=2, hv=3)}}})
+
+
+def test_scaled_design_shrinks_gated_deltanet_heads():
+    """The smoke test's width-scaled copy of a Qwen3-Next-sized Gated DeltaNet layer keeps the kind and the
+    key/value head ratio, with at most 2 key heads of 16 channels (counted on the real module)."""
+    from backend.analysis.smoke import scaled_design
+    from backend.build import build_model
+    from backend.spec import load_design
+
+    big = {"name": "gdn-big", "vocab_size": 1000, "hidden_size": 2048, "n_heads": 16, "max_seq_len": 64,
+           "layers": {"n_layers": 2, "attention": "gated_deltanet",
+                      "params": {"attention": {"num_key_heads": 16, "num_value_heads": 32, "key_head_dim": 128,
+                                               "value_head_dim": 128}}}}
+    small = scaled_design(load_design(big))
+    a = small["layers"]["params"]["attention"]
+    assert (a["num_key_heads"], a["num_value_heads"], a["key_head_dim"], a["value_head_dim"]) == (2, 4, 16, 16)
+    n = sum(p.numel() for p in build_model(small, device="meta").parameters())
+    assert n < 2_000_000, n

@@ -186,6 +186,14 @@ def _shrink_params(block: Any, f: float) -> None:
                     a["n_groups"] = 1
             if isinstance(a.get("chunk_size"), int):
                 a["chunk_size"] = min(a["chunk_size"], 64)
+            # Gated DeltaNet: at most 2 key heads (value heads keep their multiple, at most 2x), 16 channels each
+            kh, vh = a.get("num_key_heads"), a.get("num_value_heads")
+            if isinstance(kh, int) and isinstance(vh, int) and kh > 0 and vh % kh == 0:
+                a["num_key_heads"] = min(kh, 2)
+                a["num_value_heads"] = a["num_key_heads"] * min(vh // kh, 2)
+            for dim in ("key_head_dim", "value_head_dim"):
+                if isinstance(a.get(dim), int):
+                    a[dim] = min(a[dim], 16)
 
 
 def _heads(n: int, kv: int) -> tuple[int, int]:

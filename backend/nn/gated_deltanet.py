@@ -70,7 +70,7 @@ def gated_delta_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta:
         beta, g = (F.pad(t, (0, 0, 0, pad)) for t in (beta, g))
 
     def chunks(t: torch.Tensor) -> torch.Tensor:  # (b, c*Q, H, ...) -> (b, H, c, Q, ...)
-        return t.reshape(b, c, Q, H, -1).permute(0, 3, 1, 2, 4)
+        return t.reshape(b, c, Q, H, -1).permute(0, 3, 1, 2, 4).contiguous()
 
     q, k, v = chunks(q), chunks(k), chunks(v)
     beta = chunks(beta)  # (b, H, c, Q, 1)
