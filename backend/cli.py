@@ -105,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="export JSON, YAML or a standalone PyTorch file")
     s.add_argument("design")
-    s.add_argument("--format", choices=("json", "yaml", "python", "train"), required=True,
-                   help="train: a standalone train.py (torchrun, DDP / FSDP2) embedding the python file")
+    s.add_argument("--format", choices=("json", "yaml", "python", "train", "hf"), required=True,
+                   help="train: a standalone train.py (torchrun, DDP / FSDP2) embedding the python file; "
+                        "hf: a Hugging Face config.json (llama / mistral / qwen2 / qwen3 / mixtral / gpt2 shapes)")
     s.add_argument("--resolved", action="store_true", help="JSON/YAML: write the explicit per-layer form")
     s.add_argument("-o", "--output", default=None, help="output path (default exports/<name>.<ext>; '-' for stdout)")
     s.add_argument("--force", action="store_true", help="overwrite an existing file")

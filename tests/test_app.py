@@ -298,7 +298,7 @@ def test_smoke_page_refuses_oversize_design():
 def test_export_page_downloads_upload_and_presets():
     at = _page(_app(SMALL), "export")
     labels = [b.label for b in at.get("download_button")]
-    assert {"Download JSON", "Download YAML", "Download Python"} <= set(labels)
+    assert {"Download JSON", "Download YAML", "Download Python", "Download Hugging Face config.json"} <= set(labels)
     assert any("?d=1." in c.value for c in at.code)
     # a bad upload is an inline error; the design is unchanged
     at.file_uploader(key="import_upload").set_value(("bad.yaml", b"name: x\nlayers: {n_layers: 0}\n", "application/yaml")).run()
@@ -312,6 +312,13 @@ def test_export_page_downloads_upload_and_presets():
     # presets gallery: one click loads a preset
     at.button(key="preset_load_tiny").click().run()
     assert _design(at).name == "tiny"
+
+
+def test_export_page_says_why_a_design_has_no_hugging_face_config():
+    at = _page(_app({**SMALL, "layers": {**SMALL["layers"], "attention": "spectral"}}), "export")
+    assert "Download Hugging Face config.json" not in [b.label for b in at.get("download_button")]
+    assert any("not available for this design" in c.value and "spectral" in c.value for c in at.caption)
+    assert not at.error
 
 
 def test_compare_page_marks_differences():

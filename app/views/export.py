@@ -30,6 +30,17 @@ for col, (fmt, label, icon) in zip(cols, [("json", "JSON", ":material/data_objec
         st.download_button(f"Download {label}", data=data, file_name=filename, mime=mime, icon=icon,
                            key=f"download_{fmt}", width="stretch", on_click="ignore")
         st.caption(f"{md(filename)} · {len(data):,} bytes")
+with state.shown_errors("the Hugging Face config export"):
+    from backend.errors import DesignError
+
+    try:
+        filename, data, mime = state.cached_export(djson, "hf", False)
+    except DesignError as exc:  # most designs have no Hugging Face architecture: say why, as text
+        st.caption(f":material/info: Hugging Face config.json: not available for this design. {md(str(exc))}")
+    else:
+        st.download_button("Download Hugging Face config.json", data=data, file_name=filename, mime=mime,
+                           icon=":material/hub:", key="download_hf", on_click="ignore")
+        st.caption(f"{md(filename)} · imports back (`import-hf`) to exactly this model's numbers")
 with st.expander("Preview"):
     fmt = st.segmented_control("Format", ["yaml", "json", "python"], default="yaml", key="export_preview_fmt") or "yaml"
     with state.shown_errors("the export preview"):

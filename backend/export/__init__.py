@@ -4,14 +4,15 @@
   download buttons use ``export_bytes``, which also names the file);
 * :func:`write_export`: write it under ``exports/`` (or a given path),
   atomically, never replacing a file without ``force``;
-* :func:`cli_export`: ``python -m backend export DESIGN --format json|yaml|python|train
+* :func:`cli_export`: ``python -m backend export DESIGN --format json|yaml|python|train|hf
   [--resolved] [-o PATH|-] [--force]``.
 
 JSON/YAML round trips are exact: the compact form loads back to an equal
 :class:`~backend.spec.Design`, the resolved form to the same plan
 (``serialize``). The Python file imports only torch and the standard library
 (``standalone``); the ``train`` format is a ``torchrun``-ready training
-script that embeds it (``train``). JSON/YAML need no torch; the Python export and the YAML
+script that embeds it (``train``); ``hf`` is a Hugging Face config.json for the
+designs a HF architecture expresses exactly (``hf``). JSON/YAML need no torch; the Python export and the YAML
 header's parameter count import it lazily.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..spec import load_design
 from .files import MIME, atomic_write, default_filename, exports_dir, module_name, slugify
 from .serialize import compact_dict, design_dict, headline_numbers, resolved_dict, to_json, to_yaml
 
-FORMATS = ("json", "yaml", "python", "train")
+FORMATS = ("json", "yaml", "python", "train", "hf")
 
 
 def export_text(design: Any, fmt: str, resolved: bool = False, *, numbers: dict[str, Any] | None = None,
@@ -51,6 +52,12 @@ def export_text(design: Any, fmt: str, resolved: bool = False, *, numbers: dict[
         from .train import render_train
 
         return render_train(design)
+    if fmt == "hf":  # a Hugging Face config.json, for designs a HF architecture expresses exactly (``hf``)
+        import json
+
+        from .hf import hf_config
+
+        return json.dumps(hf_config(design), indent=2) + "\n"
     raise DesignError("format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
 
 

@@ -23,8 +23,9 @@ from ..errors import DesignError
 
 EXPORTS_DIR = Path(__file__).resolve().parent.parent.parent / "exports"
 MAX_SLUG = 80
-EXTENSIONS = {"json": ".json", "yaml": ".yaml", "python": ".py", "train": "_train.py"}
-MIME = {"json": "application/json", "yaml": "application/yaml", "python": "text/x-python", "train": "text/x-python"}
+EXTENSIONS = {"json": ".json", "yaml": ".yaml", "python": ".py", "train": "_train.py", "hf": ".config.json"}
+MIME = {"json": "application/json", "yaml": "application/yaml", "python": "text/x-python", "train": "text/x-python",
+        "hf": "application/json"}
 # Names Windows reserves for devices; a file called `con.json` is unusable there.
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 

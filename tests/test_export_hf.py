@@ -1,0 +1,115 @@
+"""``export --format hf`` (backend/export/hf.py): the config transformers builds is our model.
+
+References: transformers' own model built from the exported config (parameter count on the meta
+device; logits with its random weights mapped onto ours), and the importer's round trip
+(``import-hf(export(d))`` has d's numbers). Designs no HF architecture holds are refused, naming
+the field.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
+
+from backend.analysis import analyze  # noqa: E402
+from backend.build import build_model  # noqa: E402
+from backend.errors import DesignError  # noqa: E402
+from backend.export import export_text  # noqa: E402
+from backend.export.hf import hf_config  # noqa: E402
+from backend.hf import import_hf, map_state_dict  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(**kw):
+    d = {"name": "tiny-hf", "vocab_size": 61, "hidden_size": 32, "n_heads": 4, "n_kv_heads": 2, "mlp_hidden": 48,
+         "max_seq_len": 32, "layers": {"n_layers": 2}}
+    layers = kw.pop("layers", {})
+    d.update(kw)
+    d["layers"].update(layers)
+    return d
+
+
+TINY = {
+    "llama": tiny(),
+    "mistral": tiny(layers={"params": {"attention": {"window": 3}}}),
+    "qwen2": tiny(qkv_bias=True),
+    "qwen3": tiny(layers={"n_layers": 3, "params": {"attention": {"qk_norm": True}},
+                          "rules": [{"when": {"layer_idx": [1]}, "params": {"attention": {"window": 4}}}]}),
+    "mixtral": tiny(layers={"mlp": "moe", "params": {"mlp": {"num_experts": 4, "top_k": 2}}}),
+    "gpt2": tiny(n_kv_heads=None, positional="learned", norm="layer", bias=True, qkv_bias=True,
+                 layers={"mlp": "mlp"}),
+}
+
+
+def hf_model(cfg: dict, device: str = "cpu"):
+    conf = AutoConfig.for_model(**cfg)
+    conf._attn_implementation = "eager"
+    with torch.device(device):
+        return AutoModelForCausalLM.from_config(conf)
+
+
+@pytest.mark.parametrize("preset", ["llama2_7b", "mistral_7b", "mixtral_8x7b", "gpt2_small"])
+def test_presets_export_to_transformers_own_model_with_equal_counts(preset):
+    cfg = json.loads(export_text(preset, "hf"))
+    theirs = sum(p.numel() for p in hf_model(cfg, "meta").parameters())
+    ours = sum(p.numel() for p in build_model(preset, device="meta").parameters())
+    assert theirs == ours
+    # the round trip through the importer keeps every figure
+    a, b = analyze(preset, seq_len=256), analyze(import_hf(cfg), seq_len=256)
+    for key in ("params", "flops"):
+        assert a[key] == b[key], key
+    assert a["memory"]["kv_cache_bytes_per_token"] == b["memory"]["kv_cache_bytes_per_token"]
+
+
+@pytest.mark.parametrize("model_type", list(TINY))
+def test_tiny_designs_give_the_same_logits_in_transformers(model_type):
+    design = TINY[model_type]
+    cfg = hf_config(design)
+    assert cfg["model_type"] == model_type
+    torch.manual_seed(0)
+    hf = hf_model(cfg).float().eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.copy_(torch.randn_like(p) * 0.3 + (1.0 if p.dim() == 1 else 0.0))
+    model = build_model(design, device="cpu").eval()
+    model.load_state_dict(map_state_dict(model_type, hf.state_dict()), strict=True)
+    tokens = torch.randint(0, 61, (2, 9))
+    with torch.no_grad():
+        ref, got = hf(tokens).logits, model(tokens).output
+    assert (got - ref).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("design, field", [
+    ("hybrid", "layers[0].attention"),  # a spectral layer
+    ("t5_small", "architecture"),
+    (tiny(layers={"repeat": {"mode": "cycle", "factor": 2}}), "layers.repeat.mode"),
+    (tiny(layers={"rules": [{"when": {"layer_idx": [0]}, "params": {"attention": {"window": 4}}}]}),
+     "layers.params.attention.window"),  # per-layer windows need qwen2 / qwen3
+    (tiny(rope_theta=10000.0, norm_placement="post"), "norm_placement"),
+    (tiny(layers={"params": {"attention": {"sinks": True}}}), "layers[0].attention.sinks"),
+])
+def test_designs_hf_cannot_hold_are_refused_naming_the_field(design, field):
+    with pytest.raises(DesignError) as exc:
+        hf_config(design)
+    assert str(exc.value).startswith(field), str(exc.value)
+
+
+def test_cli_export_hf_writes_a_config_and_refuses_with_exit_2(tmp_path):
+    out = tmp_path / "m.config.json"
+    r = subprocess.run([sys.executable, "-m", "backend", "export", "mistral_7b", "--format", "hf", "-o", str(out)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["sliding_window"] == 4096
+    bad = tmp_path / "h.config.json"
+    r = subprocess.run([sys.executable, "-m", "backend", "export", "hybrid", "--format", "hf", "-o", str(bad)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "layers[0].attention" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not bad.exists()
