@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("yaml", "json"), default=None, help="default: from the output suffix, else YAML")
     s.add_argument("--exact", action="store_true", help="refuse configs that need an approximation (e.g. Gemma's embedding scale)")
     s.add_argument("--force", action="store_true", help="overwrite an existing file")
+    s.add_argument("--weights", nargs="+", default=None, metavar="FILE",
+                   help="a local checkpoint: model.safetensors, its shards, or model.safetensors.index.json; "
+                        "writes our state dict (loads strictly into the design's model and its export)")
+    s.add_argument("--weights-out", default=None, metavar="PATH",
+                   help="where the converted weights go (default: the design path with .safetensors)")
 
     s = sub.add_parser("library", help="shared design library")
     lib = s.add_subparsers(dest="library_command", required=True, parser_class=_Parser)
@@ -239,12 +244,25 @@ def _import_hf(args: argparse.Namespace) -> int:
     from .hf import import_hf_notes
     from .spec import design_from_dict, read_document
 
-    data, notes = import_hf_notes(read_document(args.config), exact=args.exact)
+    config = read_document(args.config)
+    data, notes = import_hf_notes(config, exact=args.exact)
     design = design_from_dict(data)
     fmt = args.format or ("json" if args.output.lower().endswith(".json") else "yaml")
     text = design.to_json() if fmt == "json" else design.to_yaml()
     for note in notes:
         print(f"note: not modelled: {note}", file=sys.stderr)
+    if args.output != "-" and Path(args.output).exists() and not args.force:
+        raise DesignError(args.output, "already exists; pass --force to overwrite it")
+    if args.weights:  # convert and check before anything is written, so a bad checkpoint leaves no design file
+        from .hf.weights import convert, write_weights
+
+        if args.weights_out is None and args.output == "-":
+            raise DesignError("--weights-out", "is required when the design goes to stdout (-o -)")
+        wpath = Path(args.weights_out) if args.weights_out else Path(args.output).with_suffix(".safetensors")
+        if wpath.exists() and not args.force:
+            raise DesignError(str(wpath), "already exists; pass --force to overwrite it")
+        write_weights(convert(config, design, args.weights), wpath, force=args.force)
+        print(f"wrote {wpath}", file=sys.stderr)
     if args.output == "-":
         sys.stdout.write(text)
     else:

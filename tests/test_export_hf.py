@@ -113,3 +113,63 @@ def test_cli_export_hf_writes_a_config_and_refuses_with_exit_2(tmp_path):
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "layers[0].attention" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not bad.exists()
+
+
+def _tiny_checkpoint(tmp_path, model_type: str, shard: bool = False):
+    """A tiny random HF model saved the way the hub stores checkpoints (config.json + safetensors)."""
+    from test_hf import LOGIT_CASES, hf_config as hf_cfg
+
+    torch.manual_seed(0)
+    cfg = hf_cfg(model_type, **LOGIT_CASES[model_type])
+    cfg._attn_implementation = "eager"
+    hf = AutoModelForCausalLM.from_config(cfg).float().eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.copy_(torch.randn_like(p) * 0.3 + (1.0 if p.dim() == 1 else 0.0))
+    hf.save_pretrained(tmp_path, max_shard_size="20KB" if shard else "5GB")
+    return hf
+
+
+@pytest.mark.parametrize("model_type, shard", [("llama", False), ("gpt2", True), ("mixtral", True)])
+def test_import_hf_weights_load_strictly_and_give_hf_logits(tmp_path, model_type, shard):
+    """`import-hf config.json --weights ...` writes our state dict: it loads strictly into the design's model
+    and into the standalone export, and both give the HF model's logits."""
+    import runpy
+
+    from safetensors.torch import load_file
+
+    hf = _tiny_checkpoint(tmp_path, model_type, shard)
+    weights = [str(tmp_path / "model.safetensors.index.json")] if shard else [str(tmp_path / "model.safetensors")]
+    assert Path(weights[0]).exists()
+    design_path = tmp_path / "d.yaml"
+    r = subprocess.run([sys.executable, "-m", "backend", "import-hf", str(tmp_path / "config.json"), "-o",
+                        str(design_path), "--weights", *weights], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    state = load_file(str(tmp_path / "d.safetensors"))
+    model = build_model(str(design_path), device="cpu").eval()
+    model.load_state_dict(state, strict=True)
+    py = tmp_path / "exported.py"
+    py.write_text(export_text(str(design_path), "python"), encoding="utf-8")
+    theirs = runpy.run_path(str(py), run_name="exported")["build_model"](device="cpu").eval()
+    theirs.load_state_dict(state, strict=True)
+    tokens = torch.randint(0, 61, (2, 9))
+    with torch.no_grad():
+        ref = hf(tokens).logits
+        assert (model(tokens).output - ref).abs().max().item() < 1e-4
+        assert (theirs(tokens).output - ref).abs().max().item() < 1e-4
+
+
+def test_import_hf_weights_refuses_a_mismatched_checkpoint_and_writes_nothing(tmp_path):
+    from safetensors.torch import save_file
+
+    _tiny_checkpoint(tmp_path, "llama")
+    bad = tmp_path / "bad.safetensors"
+    save_file({"model.embed_tokens.weight": torch.zeros(7, 3)}, str(bad))  # wrong shape, and most tensors missing
+    out = tmp_path / "d.yaml"
+    r = subprocess.run([sys.executable, "-m", "backend", "import-hf", str(tmp_path / "config.json"), "-o", str(out),
+                        "--weights", str(bad)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error: --weights:") and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "d.safetensors").exists()
+    r = subprocess.run([sys.executable, "-m", "backend", "import-hf", str(tmp_path / "config.json"), "--weights",
+                        str(tmp_path / "model.safetensors")], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "--weights-out" in r.stderr
