@@ -615,7 +615,24 @@ def resolve_plan(source: Design | dict | str) -> Plan:
     design = load_design(source)
     warnings: list[str] = []
     stacks = {name: _resolve_stack(design, name, stack, warnings) for name, stack in design.stacks().items()}
+    _check_bias_table_used(design, stacks)
     return Plan(design, stacks, tuple(warnings))
+
+
+def _check_bias_table_used(design: Design, stacks: dict[str, StackPlan]) -> None:
+    """A learned score-bias table (T5's) that no self-attention takes would be a parameter no gradient
+    reaches (found by tests/test_accepted_runs.py): refuse it, per stack when each stack has its own."""
+    positional = POSITIONAL[design.positional]
+    if not positional.bias_table:
+        return
+    takers = {name: any(ATTENTION[u.attention].takes_score_bias for u in st.unique) for name, st in stacks.items()}
+    idle = [name for name, used in takers.items() if not used]
+    if (design.positional_per_stack and idle) or len(idle) == len(takers):
+        where = idle[0]
+        raise DesignError.at(["positional"], f"{positional.name!r} learns a bias for attention scores, but no layer "
+                                             f"of {where} runs an attention kind that takes it (softmax self-attention "
+                                             "does): use another positional scheme"
+                             + (", or positional_per_stack: false" if design.positional_per_stack else ""))
 
 
 def length_limits(plan: Plan) -> dict[str, tuple[int, str] | None]:

@@ -241,6 +241,9 @@ def test_drag_a_layer_to_another_position(server, browser):
     page.wait_for_selector('[data-testid="stMetricValue"]')
     _wait_idle(page)
     first_row = "() => document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot').data[0].text[0]"
+    # the grid is drawn by plotly.js after the script finishes: wait for its data, not only the metrics
+    page.wait_for_function("() => { const p = document.querySelector('[data-testid=\"stPlotlyChart\"] "
+                           ".js-plotly-plot'); return p && p.data && p.data[0].text; }")
     assert page.evaluate(first_row)[0] == "SPEC"
     page.locator("button").filter(has_text="Reorder").first.click()
     _wait_idle(page)
@@ -257,6 +260,11 @@ def test_drag_a_layer_to_another_position(server, browser):
     page.mouse.up()
     page.locator('[data-testid="stAlert"]').filter(has_text="move layer 0 to position 3").first.wait_for()
     _wait_idle(page)
+    try:  # plotly.js redraws after the script: give it time to show the new order
+        page.wait_for_function(f"() => {{ const r = ({first_row})(); return r[0] !== 'SPEC' && r[3] === 'SPEC'; }}",
+                               timeout=15_000)
+    except Exception:  # noqa: BLE001 - the assert below shows the row
+        pass
     row = page.evaluate(first_row)
     assert row[0] != "SPEC" and row[3] == "SPEC", row
     page.screenshot(path=str(ARTIFACTS / "browser_drag_reorder.png"), full_page=True)

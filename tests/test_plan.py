@@ -435,3 +435,22 @@ def test_alibi_with_performer_is_refused_at_the_attention_field(kind, arch):
             positional="alibi")
     assert e.path == "layers.rules[0].attention"
     assert resolve_plan({"architecture": arch, "task": task, "positional": "rope", "layers": {"n_layers": 2, "attention": kind}})
+
+
+def test_a_learned_score_bias_no_layer_takes_is_refused():
+    """Found by tests/test_accepted_runs.py: t5_bias over a stack of token_param layers built a table that no
+    gradient reached (smoke: 'missing: pos.weight'). Refused at validation, naming the positional field; the
+    real model confirms the table would be unused."""
+    import torch
+
+    from backend.build import build_model
+
+    d = {"name": "idle", "vocab_size": 8, "hidden_size": 8, "n_heads": 2, "max_seq_len": 4, "positional": "t5_bias",
+         "layers": {"n_layers": 1, "attention": "token_param"}}
+    with pytest.raises(DesignError, match=r"^positional: 't5_bias' .* no layer of layers"):
+        resolve_plan(d)
+    # a softmax layer takes it: accepted, and the table learns
+    ok = {**d, "layers": {"n_layers": 2, "string": "TOKEN_PARAM,SDPA"}}
+    m = build_model(ok)
+    m(torch.randint(0, 8, (1, 4))).output.sum().backward()
+    assert m.pos.weight.grad is not None and m.pos.weight.grad.abs().sum() > 0
