@@ -564,6 +564,7 @@ def test_no_import_cycles_in_backend():
 # meta with the data-free routing, causality, cached decoding, gradients, the standalone export)
 
 MLP_CONFIGS = {
+    "geglu": [{}, {"gelu_approximate": "tanh"}],  # Gemma's GeGLU
     "swiglu_clamped": [{}, {"limit": 0.05, "alpha": 2.0}],  # a tight clamp: the clamps really act
     "moe": [
         {"num_experts": 4, "top_k": 2},
