@@ -258,6 +258,10 @@ class Design(_Frozen):
     parallel_residual: bool = Field(False, description="attention and MLP both read the block input: "
                                     "x + attn(norm1(x)) + mlp(norm2(x)) (GPT-J, GPT-NeoX / Pythia)")
     embed_scale: bool = Field(False, description="multiply the token embeddings by sqrt(hidden_size) (Gemma)")
+    parallel_shared_norm: bool = Field(False, description="with parallel_residual: one norm feeds both branches, "
+                                       "x + attn(norm(x)) + mlp(norm(x)) (GPT-J, Falcon-7B)")
+    norm_bias: Optional[bool] = Field(None, description="shift of the norms: null = as `bias`; true / false for the "
+                                      "norms alone (Falcon: LayerNorm biases, linear layers without)")
     # ---- end decoder building blocks ----
     layers: Optional[Stack] = None
     encoder: Optional[Stack] = None
@@ -325,6 +329,11 @@ class Design(_Frozen):
         if self.parallel_residual and self.architecture == "encoder_decoder":
             raise _err(["parallel_residual"], "is for encoder or decoder stacks (no cross-attention sublayer), "
                                               "got architecture 'encoder_decoder'")
+        if self.parallel_shared_norm and not self.parallel_residual:
+            raise _err(["parallel_shared_norm"], "shares the norm of parallel branches and needs parallel_residual: true")
+        if self.parallel_shared_norm and self.norm_placement != "pre":
+            raise _err(["parallel_shared_norm"], f"needs norm_placement 'pre' (one norm before both branches), "
+                                                 f"got {self.norm_placement!r}")
         if self.embed_scale and self.vocab_size is None:
             raise _err(["embed_scale"], "scales token embeddings and needs vocab_size, got feature inputs (input_dim)")
 

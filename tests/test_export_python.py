@@ -382,6 +382,8 @@ _CUSTOM = {
     "neox_gemma_blocks": ({"parallel_residual": True, "embed_scale": True, "layers": {"n_layers": 2, "mlp": "geglu", "params": {
         "attention": {"rotary_fraction": 0.5, "rope_theta": 500.0}, "mlp": {"gelu_approximate": "tanh"}}}},
         {"LayerNorm", "_Marker", "RoPE", "SelfSDPA", "KVCache", "GatedMLP"}),
+    "falcon_blocks": ({"parallel_residual": True, "parallel_shared_norm": True, "norm_bias": True},
+                      {"LayerNorm", "_Marker", "RoPE", "SelfSDPA", "KVCache", "DenseMLP"}),
     "performer_encoder": ({"architecture": "encoder", "task": "mlm", "layers": {"n_layers": 2, "attention": "linear"}},
                           {"LayerNorm", "_Marker", "RoPE", "_FavorBase", "PerformerAttention", "GatedMLP"}),
 }

@@ -45,9 +45,17 @@ REAL = {
         head_dim=256, intermediate_size=6912, max_position_embeddings=32768, rms_norm_eps=1e-6,
         query_pre_attn_scalar=256, sliding_window=512, rope_theta=1000000.0, rope_local_base_freq=10000.0,
         final_logit_softcapping=None, attn_logit_softcapping=None)),
+    "Falcon-7B": ("falcon", dict(
+        vocab_size=65024, hidden_size=4544, num_hidden_layers=32, num_attention_heads=71, multi_query=True,
+        parallel_attn=True, bias=False, alibi=False, new_decoder_architecture=False, layer_norm_epsilon=1e-5,
+        max_position_embeddings=2048, rope_theta=10000.0)),
+    "Falcon-40B": ("falcon", dict(
+        vocab_size=65024, hidden_size=8192, num_hidden_layers=60, num_attention_heads=128, num_kv_heads=8,
+        new_decoder_architecture=True, parallel_attn=True, bias=False, alibi=False, layer_norm_epsilon=1e-5,
+        max_position_embeddings=2048, rope_theta=10000.0)),
 }
 PUBLISHED = {"Pythia-1.4B": 1_414_647_808, "Gemma-2B": 2_506_172_416, "Phi-3-mini-4k": 3_821_079_552,
-             "Gemma-3-1B": 999_885_952}
+             "Gemma-3-1B": 999_885_952, "Falcon-7B": 6_921_720_704}
 
 
 def hf_config(model_type: str, **kw):
@@ -98,6 +106,8 @@ def test_counts_and_flops_equal_transformers_own_model(label):
     got = flop_stats(plan, s, 1)["forward"]
     assert abs(got - ref) / ref < 0.005, (got, ref)
     kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    if model_type == "falcon":  # transformers' FalconAttention: one K/V head for multi-query, else num_kv_heads
+        kv = 1 if cfg.multi_query and not cfg.new_decoder_architecture else cfg.num_kv_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     assert kv_cache(plan, "bf16")["bytes_per_token"] == 2 * cfg.num_hidden_layers * kv * head_dim * 2
 
@@ -117,6 +127,12 @@ LOGIT_CASES = {
     "gemma3_text": dict(TINY, head_dim=24, query_pre_attn_scalar=20, sliding_window=4, tie_word_embeddings=True,
                         layer_types=["sliding_attention", "full_attention"], rope_theta=1000000.0,
                         rope_local_base_freq=10000.0),
+    "falcon": dict(vocab_size=61, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, multi_query=True,
+                   ffn_hidden_size=96, max_position_embeddings=64, tie_word_embeddings=False),  # MQA, one shared norm
+    "falcon-new": dict(vocab_size=61, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_kv_heads=2,
+                       new_decoder_architecture=True, bias=True, max_position_embeddings=64),  # GQA groups, two norms
+    "falcon-sequential": dict(vocab_size=61, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                              multi_query=False, parallel_attn=False, max_position_embeddings=64),
 }
 
 
@@ -181,6 +197,15 @@ def test_unmappable_fields_are_errors_naming_the_field(model_type, field, value,
         load_design(import_hf(d))
 
 
+def test_shared_norm_and_norm_bias_counts():
+    """One LayerNorm per parallel block, with a shift although the linear layers have none (Falcon-7B's layout)."""
+    base = {"hidden_size": 32, "n_heads": 4, "vocab_size": 50, "norm": "layer", "parallel_residual": True,
+            "layers": {"n_layers": 2, "mlp": "mlp"}}
+    two = param_stats(resolve_plan(load_design(base)))["total"]
+    one = param_stats(resolve_plan(load_design({**base, "parallel_shared_norm": True, "norm_bias": True})))["total"]
+    assert one == two - 2 * 32 + (2 + 1) * 32  # a gain less per layer; a shift per remaining norm (2 layers + final)
+
+
 def test_gpt_neox_weights_need_the_config():
     with pytest.raises(DesignError, match="num_attention_heads"):
         map_state_dict("gpt_neox", {"gpt_neox.layers.0.attention.query_key_value.weight": torch.zeros(12, 4)})
@@ -190,6 +215,9 @@ def test_gpt_neox_weights_need_the_config():
     ({"parallel_residual": True, "norm_placement": "post"}, None, "parallel_residual"),
     ({"embed_scale": True, "vocab_size": None, "input_dim": 4, "task": "regression", "output_dim": 1}, None, "embed_scale"),
     ({"norm_placement": "sideways"}, None, "norm_placement"),
+    ({"parallel_shared_norm": True}, None, "parallel_shared_norm"),
+    ({"parallel_shared_norm": True, "parallel_residual": True, "norm_placement": "pre_post"}, None, "parallel_shared_norm"),
+    ({"norm_bias": "yes"}, None, "norm_bias"),
     ({"layers": {"n_layers": 1, "params": {"attention": {"rotary_fraction": 0.4}}}}, None, "rotary_fraction"),
     ({"positional": "none", "layers": {"n_layers": 1, "params": {"attention": {"rope_theta": 5.0}}}}, None, "rope_theta"),
     ({"layers": {"n_layers": 1, "params": {"attention": {"qk_norm_over": "both"}}}}, None, "qk_norm_over"),

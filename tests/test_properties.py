@@ -149,6 +149,9 @@ def designs(draw) -> dict:
     }
     if arch != "encoder_decoder" and data["norm_placement"] != "post":
         data["parallel_residual"] = draw(st.booleans())
+        if data["parallel_residual"] and data["norm_placement"] == "pre":
+            data["parallel_shared_norm"] = draw(st.booleans())
+    data["norm_bias"] = draw(st.sampled_from([None, True, False]))
     if arch == "encoder_decoder":
         data["encoder"] = draw(stacks(causal=False, positional=data["positional"]))
         data["decoder"] = draw(stacks(causal=True, positional=data["positional"]))

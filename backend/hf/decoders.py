@@ -26,7 +26,7 @@ from typing import Any
 from .common import INERT, bad, integer, kind_for, layer_windows, rope_theta
 from .llama import _DENSE_ACTS
 
-MODEL_TYPES = ("olmo2", "gpt_neox", "gemma", "phi3", "gemma3_text")
+MODEL_TYPES = ("olmo2", "gpt_neox", "gemma", "phi3", "gemma3_text", "falcon")
 
 _LLAMA_KEYS = {"vocab_size": "vocab_size", "hidden_size": "hidden_size", "n_layers": "num_hidden_layers",
                "n_heads": "num_attention_heads", "mlp_hidden": "intermediate_size",
@@ -99,9 +99,71 @@ def _checks(cfg: dict[str, Any], mt: str, head_dim: int, notes: list[str]) -> No
             raise bad("hidden_act", cfg["hidden_act"], "must match hidden_activation")
 
 
+_FALCON_KEYS = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings",
+                "activation", "alibi", "bias", "ffn_hidden_size", "layer_norm_epsilon", "multi_query",
+                "new_decoder_architecture", "num_kv_heads", "num_ln_in_parallel_attn", "parallel_attn"}
+_FALCON_ALIASES = {"n_head": "num_attention_heads", "n_layer": "num_hidden_layers", "n_head_kv": "num_kv_heads",
+                   "n_embed": "hidden_size"}  # the hub's early Falcon files
+
+
+def _falcon_flag(cfg: dict[str, Any], key: str, default: bool) -> bool:
+    value = cfg.get(key, default)
+    if not isinstance(value, bool):
+        raise bad(key, value, "must be true or false")
+    return value
+
+
+def _import_falcon(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    cfg = {_FALCON_ALIASES.get(k, k): v for k, v in config.items()}
+    for key in cfg:
+        if key not in INERT | _FALCON_KEYS:
+            raise bad(key, cfg[key], "is not understood for model_type 'falcon' (it may change the architecture)")
+    if _falcon_flag(cfg, "alibi", False):
+        raise bad("alibi", True, "Falcon with ALiBi is not supported (rotary Falcon only)")
+    D, H, n = (integer(cfg, k) for k in ("hidden_size", "num_attention_heads", "num_hidden_layers"))
+    if D % H:
+        raise bad("num_attention_heads", H, f"must divide hidden_size {D}")
+    new_arch = _falcon_flag(cfg, "new_decoder_architecture", False)
+    multi_query = _falcon_flag(cfg, "multi_query", True)
+    parallel = _falcon_flag(cfg, "parallel_attn", True)
+    bias = _falcon_flag(cfg, "bias", False)
+    kv = integer(cfg, "num_kv_heads", default=H) if (new_arch or not multi_query) else 1
+    if not new_arch and not multi_query and kv != H:
+        raise bad("num_kv_heads", kv, f"the per-head fused layout needs num_kv_heads == num_attention_heads ({H})")
+    n_ln = cfg.get("num_ln_in_parallel_attn")
+    if n_ln is None:
+        n_ln = 2 if new_arch else 1
+    if n_ln not in (1, 2) or (n_ln == 2 and not new_arch):
+        raise bad("num_ln_in_parallel_attn", n_ln, "must be 1, or 2 with new_decoder_architecture")
+    if new_arch and not parallel:
+        raise bad("parallel_attn", False, "the new decoder architecture is parallel (transformers runs no other)")
+    act = cfg.get("activation", "gelu")
+    if act not in _DENSE_ACTS:
+        raise bad("activation", act, f"is not a supported activation (supported: {', '.join(_DENSE_ACTS)})")
+    act_mapped, act_note = _DENSE_ACTS[act]
+    eps = cfg.get("layer_norm_epsilon", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+        raise bad("layer_norm_epsilon", eps, "must be a number in (0, 1)")
+    tie = _falcon_flag(cfg, "tie_word_embeddings", True)
+    shared = parallel and (n_ln == 1 or not new_arch)  # HF: the old architecture always shares its one norm
+    design = {
+        "name": str(cfg.get("_name_or_path") or "hf_falcon")[:200] or "hf_falcon", "architecture": "decoder",
+        "task": "lm", "vocab_size": integer(cfg, "vocab_size"), "hidden_size": D, "n_heads": H, "n_kv_heads": kv,
+        "head_dim": D // H, "mlp_hidden": integer(cfg, "ffn_hidden_size", default=4 * D),
+        "max_seq_len": integer(cfg, "max_position_embeddings", default=2048), "norm_eps": float(eps),
+        "tie_embeddings": tie, "final_norm": True, "dropout": 0.0, "positional": kind_for("positional", "rotary"),
+        "rope_theta": rope_theta(cfg), "norm": kind_for("norm", "layer_norm"), "bias": bias, "qkv_bias": bias,
+        "norm_bias": True, "activation": act_mapped, "parallel_residual": parallel, "parallel_shared_norm": shared,
+        "layers": {"n_layers": n, "attention": kind_for("attention", "full"), "mlp": kind_for("mlp", "dense")},
+    }
+    return design, [act_note] if act_note else []
+
+
 def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """(design dict without its description, approximations) for one of this family's configs."""
     mt = config["model_type"]
+    if mt == "falcon":
+        return _import_falcon(config)
     extra, eps_key, tie_default = _TYPES[mt]
     known = INERT | set(_LLAMA_KEYS.values()) | extra | {eps_key}
     for key in config:
@@ -234,6 +296,11 @@ _LAYER = {
         ("input_layernorm", "attn_norm"), ("post_attention_layernorm", "mlp_norm"), ("attention.dense", "attn.o_proj"),
         ("mlp.dense_h_to_4h", "mlp.fc1"), ("mlp.dense_4h_to_h", "mlp.fc2")) for p in ("weight", "bias")},
 }
+_LAYER["falcon"] = {
+    **{f"{hf}.{p}": f"{ours}.{p}" for hf, ours in (
+        ("input_layernorm", "attn_norm"), ("ln_attn", "attn_norm"), ("ln_mlp", "mlp_norm"),
+        ("post_attention_layernorm", "mlp_norm"), ("self_attention.dense", "attn.o_proj"),
+        ("mlp.dense_h_to_4h", "mlp.fc1"), ("mlp.dense_4h_to_h", "mlp.fc2")) for p in ("weight", "bias")}}
 _ONE_PLUS = ("gemma", "gemma3_text")  # RMSNorm gains stored as w, applied as 1 + w
 
 
@@ -247,16 +314,16 @@ def map_weights(model_type: str, hf_state: dict[str, Any], config: dict[str, Any
     out: dict[str, Any] = {}
     for orig, t in hf_state.items():
         name = orig
-        for prefix in ("model.", "gpt_neox."):
+        for prefix in ("model.", "gpt_neox.", "transformer."):
             name = name[len(prefix):] if name.startswith(prefix) else name
-        if name in ("embed_tokens.weight", "embed_in.weight"):
+        if name in ("embed_tokens.weight", "embed_in.weight", "word_embeddings.weight"):
             out["embed.weight"] = t
-        elif name in ("norm.weight", "final_layer_norm.weight", "final_layer_norm.bias"):
+        elif name in ("norm.weight", "final_layer_norm.weight", "final_layer_norm.bias", "ln_f.weight", "ln_f.bias"):
             gain = name.endswith("weight") and model_type in _ONE_PLUS
             out["stacks.layers.final_norm." + name.split(".")[-1]] = t + 1 if gain else t
         elif name in ("lm_head.weight", "embed_out.weight"):
             out["head.weight"] = t
-        elif name.startswith("layers.") and name.split(".")[1].isdigit():
+        elif name.startswith(("layers.", "h.")) and name.split(".")[1].isdigit():
             _, i, rest = name.split(".", 2)
             pre = f"stacks.layers.blocks.{i}."
             if rest in table:
@@ -271,6 +338,8 @@ def map_weights(model_type: str, hf_state: dict[str, Any], config: dict[str, Any
                 per_head = t.reshape(H, 3, t.shape[0] // (3 * H), *t.shape[1:])
                 for j, p in enumerate("qkv"):
                     out[f"{pre}attn.{p}_proj.{kind}"] = per_head[:, j].reshape(-1, *t.shape[1:])
+            elif model_type == "falcon" and rest.startswith("self_attention.query_key_value."):
+                out.update(_falcon_qkv(pre, rest.rsplit(".", 1)[-1], t, orig, config))
             elif model_type == "gpt_neox" and rest in ("attention.bias", "attention.masked_bias",
                                                        "attention.rotary_emb.inv_freq"):
                 continue  # old checkpoints' mask / rotary buffers
@@ -294,3 +363,24 @@ def map_weights(model_type: str, hf_state: dict[str, Any], config: dict[str, Any
     if "head.weight" not in out and "embed.weight" in out:
         out["head.weight"] = out["embed.weight"]  # tied: HF leaves lm_head out of the state dict
     return out
+
+
+def _falcon_qkv(pre: str, kind: str, t: Any, orig: str, config: dict[str, Any] | None) -> dict[str, Any]:
+    """Falcon's fused query_key_value (weight rows or bias) split into our q / k / v projections."""
+    if config is None:
+        raise bad(orig, tuple(t.shape), "is fused by head: splitting it needs the config (map_state_dict(..., config=...))")
+    cfg = {_FALCON_ALIASES.get(k, k): v for k, v in config.items()}
+    H = cfg["num_attention_heads"]
+    new_arch, multi_query = cfg.get("new_decoder_architecture", False), cfg.get("multi_query", True)
+    dh = cfg["hidden_size"] // H
+    rest = tuple(t.shape[1:])
+    if new_arch:  # per KV group: [q of the group's H/KV heads | k | v]
+        kv = cfg.get("num_kv_heads") or H
+        g = t.reshape(kv, H // kv + 2, dh, *rest)
+        q, k, v = g[:, :-2].reshape(H * dh, *rest), g[:, -2].reshape(kv * dh, *rest), g[:, -1].reshape(kv * dh, *rest)
+    elif multi_query:  # [q_1 .. q_H | k | v]
+        q, k, v = t[:H * dh], t[H * dh:(H + 1) * dh], t[(H + 1) * dh:]
+    else:  # per head (H, 3, Dh)
+        g = t.reshape(H, 3, dh, *rest)
+        q, k, v = (g[:, j].reshape(H * dh, *rest) for j in range(3))
+    return {f"{pre}attn.q_proj.{kind}": q, f"{pre}attn.k_proj.{kind}": k, f"{pre}attn.v_proj.{kind}": v}
