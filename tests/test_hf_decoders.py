@@ -188,9 +188,12 @@ def test_design_fields():
     ("gpt_neox", "rope_parameters", {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}, "rope_type"),
     ("gemma3_text", "attn_logit_softcapping", 50.0, "attn_logit_softcapping"),
     ("phi3", "some_new_feature", 1, "some_new_feature"),
+    ("falcon", "alibi", True, "alibi"),
+    ("falcon", "num_ln_in_parallel_attn", 2, "num_ln_in_parallel_attn"),
 ])
 def test_unmappable_fields_are_errors_naming_the_field(model_type, field, value, match):
-    label = {"olmo2": "OLMo-2-7B", "gpt_neox": "Pythia-1.4B", "gemma3_text": "Gemma-3-1B", "phi3": "Phi-3-mini-4k"}[model_type]
+    label = {"olmo2": "OLMo-2-7B", "gpt_neox": "Pythia-1.4B", "gemma3_text": "Gemma-3-1B", "phi3": "Phi-3-mini-4k",
+             "falcon": "Falcon-7B"}[model_type]
     d = as_file_dict(hf_config(model_type, **REAL[label][1]))
     d[field] = value
     with pytest.raises(DesignError, match=match):

@@ -100,8 +100,11 @@ def _checks(cfg: dict[str, Any], mt: str, head_dim: int, notes: list[str]) -> No
 
 
 _FALCON_KEYS = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings",
-                "activation", "alibi", "bias", "ffn_hidden_size", "layer_norm_epsilon", "multi_query",
+                "activation", "bias", "ffn_hidden_size", "layer_norm_epsilon", "multi_query",
                 "new_decoder_architecture", "num_kv_heads", "num_ln_in_parallel_attn", "parallel_attn"}
+# config flags that must be false: Falcon's own key names (one coincides with a positional kind's name, which this
+# module never selects by name -- kinds are picked by role with kind_for)
+_FALCON_REFUSED = dict(alibi="Falcon with ALiBi positions is not supported (rotary Falcon only)")
 _FALCON_ALIASES = {"n_head": "num_attention_heads", "n_layer": "num_hidden_layers", "n_head_kv": "num_kv_heads",
                    "n_embed": "hidden_size"}  # the hub's early Falcon files
 
@@ -116,10 +119,11 @@ def _falcon_flag(cfg: dict[str, Any], key: str, default: bool) -> bool:
 def _import_falcon(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     cfg = {_FALCON_ALIASES.get(k, k): v for k, v in config.items()}
     for key in cfg:
-        if key not in INERT | _FALCON_KEYS:
+        if key not in INERT | _FALCON_KEYS | set(_FALCON_REFUSED):
             raise bad(key, cfg[key], "is not understood for model_type 'falcon' (it may change the architecture)")
-    if _falcon_flag(cfg, "alibi", False):
-        raise bad("alibi", True, "Falcon with ALiBi is not supported (rotary Falcon only)")
+    for key, why in _FALCON_REFUSED.items():
+        if _falcon_flag(cfg, key, False):
+            raise bad(key, True, why)
     D, H, n = (integer(cfg, k) for k in ("hidden_size", "num_attention_heads", "num_hidden_layers"))
     if D % H:
         raise bad("num_attention_heads", H, f"must divide hidden_size {D}")
