@@ -45,6 +45,8 @@ def model_config(source: Source) -> dict[str, Any]:
     cfg["positional_params"] = POSITIONAL[d.positional].resolve_params(d.positional_params, ["positional_params"])
     cfg["positional_per_stack"] = d.positional_per_stack
     cfg["head_rescale"] = d.head_rescale
+    cfg["parallel_residual"], cfg["embed_scale"] = d.parallel_residual, d.embed_scale  # issue 12 decoders
+    cfg["parallel_shared_norm"], cfg["norm_bias"] = d.parallel_shared_norm, d.norm_bias
     stacks: dict[str, Any] = {}
     for name, sp in plan.stacks.items():
         layers = []

@@ -234,7 +234,9 @@ class Design(_Frozen):
     # YaRN rotary scaling (gpt-oss): reaches build.model_config, nn/model.CONFIG_KEYS and LayerContext
     rope_scaling: Optional[RopeScaling] = Field(None, description="YaRN scaling of the rotary frequencies (null = plain)")
     norm: str = Field(role("norm", "default"), json_schema_extra={"enum": list(NORM)}, description="norm kind of every layer")
-    norm_placement: Literal["pre", "post", "pre_post"] = "pre"
+    norm_placement: Literal["pre", "post", "pre_post", "post_sublayer"] = Field(
+        "pre", description="pre: x + f(norm(x)); post: norm(x + f(x)); pre_post: x + norm(f(norm(x))); "
+        "post_sublayer: x + norm(f(x)) (OLMo 2)")
     norm_eps: float = Field(1e-5, gt=0, lt=1)
     bias: bool = False
     qkv_bias: bool = False
@@ -252,6 +254,15 @@ class Design(_Frozen):
     head_rescale: bool = Field(False, description="multiply the last hidden state by hidden_size**-0.5 before the "
                                "token head (T5 with a tied head, Raffel et al. 2020)")
     # ---- end encoder-decoder block ----
+    # ---- decoder building blocks (OLMo 2, GPT-NeoX, Gemma; issue 12) ----
+    parallel_residual: bool = Field(False, description="attention and MLP both read the block input: "
+                                    "x + attn(norm1(x)) + mlp(norm2(x)) (GPT-J, GPT-NeoX / Pythia)")
+    embed_scale: bool = Field(False, description="multiply the token embeddings by sqrt(hidden_size) (Gemma)")
+    parallel_shared_norm: bool = Field(False, description="with parallel_residual: one norm feeds both branches, "
+                                       "x + attn(norm(x)) + mlp(norm(x)) (GPT-J, Falcon-7B)")
+    norm_bias: Optional[bool] = Field(None, description="shift of the norms: null = as `bias`; true / false for the "
+                                      "norms alone (Falcon: LayerNorm biases, linear layers without)")
+    # ---- end decoder building blocks ----
     layers: Optional[Stack] = None
     encoder: Optional[Stack] = None
     decoder: Optional[Stack] = None
@@ -307,7 +318,24 @@ class Design(_Frozen):
         if self.ffn_hidden > 1 << 20:
             raise _err(["expansion_ratio"], f"FFN width {self.ffn_hidden} exceeds {1 << 20}")
         self._check_encdec_fields()
+        self._check_decoder_blocks()
         return self
+
+    def _check_decoder_blocks(self) -> None:
+        """parallel_residual needs additive residuals and no cross-attention; embed_scale needs token inputs."""
+        if self.parallel_residual and self.norm_placement == "post":
+            raise _err(["parallel_residual"], "needs an additive residual (norm_placement pre, pre_post or "
+                                              "post_sublayer), got norm_placement 'post'")
+        if self.parallel_residual and self.architecture == "encoder_decoder":
+            raise _err(["parallel_residual"], "is for encoder or decoder stacks (no cross-attention sublayer), "
+                                              "got architecture 'encoder_decoder'")
+        if self.parallel_shared_norm and not self.parallel_residual:
+            raise _err(["parallel_shared_norm"], "shares the norm of parallel branches and needs parallel_residual: true")
+        if self.parallel_shared_norm and self.norm_placement != "pre":
+            raise _err(["parallel_shared_norm"], f"needs norm_placement 'pre' (one norm before both branches), "
+                                                 f"got {self.norm_placement!r}")
+        if self.embed_scale and self.vocab_size is None:
+            raise _err(["embed_scale"], "scales token embeddings and needs vocab_size, got feature inputs (input_dim)")
 
     def _check_encdec_fields(self) -> None:
         """positional_params against the positional kind's schema and check; head_rescale needs a token head."""

@@ -375,6 +375,15 @@ _CUSTOM = {
     "adaptive_alibi": ({"norm": "adaptive", "positional": "alibi"}, {"AdaptiveNorm", "_Marker", "ALiBi", "SelfSDPA", "KVCache", "DenseMLP"}),
     "moe_relu2": ({"layers": {"n_layers": 2, "mlp": "moe", "params": {"mlp": {"num_experts": 2, "top_k": 1, "expert": "relu2"}}}},
                   {"LayerNorm", "_Marker", "RoPE", "SelfSDPA", "KVCache", "MoE", "DenseMLP"}),
+    # issue 12 decoder blocks: OLMo 2's post-sublayer norms and whole-projection QK-norm; GPT-NeoX's parallel
+    # residual and partial rotary with a layer's own theta; Gemma's embedding scale and tanh GeGLU
+    "olmo2_blocks": ({"norm": "rms", "norm_placement": "post_sublayer", "layers": {"n_layers": 2, "mlp": "mlp", "params": {
+        "attention": {"qk_norm": True, "qk_norm_over": "projection"}}}}, {"_Marker", "RoPE", "RMSNorm", "SelfSDPA", "KVCache", "DenseMLP"}),
+    "neox_gemma_blocks": ({"parallel_residual": True, "embed_scale": True, "layers": {"n_layers": 2, "mlp": "geglu", "params": {
+        "attention": {"rotary_fraction": 0.5, "rope_theta": 500.0}, "mlp": {"gelu_approximate": "tanh"}}}},
+        {"LayerNorm", "_Marker", "RoPE", "SelfSDPA", "KVCache", "GatedMLP"}),
+    "falcon_blocks": ({"parallel_residual": True, "parallel_shared_norm": True, "norm_bias": True},
+                      {"LayerNorm", "_Marker", "RoPE", "SelfSDPA", "KVCache", "DenseMLP"}),
     "performer_encoder": ({"architecture": "encoder", "task": "mlm", "layers": {"n_layers": 2, "attention": "linear"}},
                           {"LayerNorm", "_Marker", "RoPE", "_FavorBase", "PerformerAttention", "GatedMLP"}),
 }

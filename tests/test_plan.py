@@ -302,7 +302,8 @@ def test_stack_params_merge_with_rule_params():
         {"attention": {"window": 64}},
     ]
     assert p.layers[0].config["attention"] == {"window": 128, "backend": "auto", "qk_norm": False, "sinks": False, "scale": None,
-                                               "output_gate": False}
+                                               "output_gate": False, "qk_norm_over": "head", "rotary_fraction": 1.0,
+                                               "rope_theta": None}
 
 
 def test_stack_params_reach_only_kinds_that_take_them():

@@ -140,12 +140,18 @@ def designs(draw) -> dict:
         "max_seq_len": draw(st.sampled_from([64, 128, 2048])),
         "positional": draw(st.sampled_from(POSITIONALS)),
         "norm": draw(st.sampled_from(NORMS)),
-        "norm_placement": draw(st.sampled_from(["pre", "post", "pre_post"])),
+        "norm_placement": draw(st.sampled_from(["pre", "post", "pre_post", "post_sublayer"])),
         "norm_eps": draw(st.floats(1e-12, 0.1, allow_nan=False)),
         "dropout": draw(st.floats(0, 0.9, allow_nan=False)),
         "bias": draw(st.booleans()),
         "tie_embeddings": draw(st.booleans()),
+        "embed_scale": draw(st.booleans()),
     }
+    if arch != "encoder_decoder" and data["norm_placement"] != "post":
+        data["parallel_residual"] = draw(st.booleans())
+        if data["parallel_residual"] and data["norm_placement"] == "pre":
+            data["parallel_shared_norm"] = draw(st.booleans())
+    data["norm_bias"] = draw(st.sampled_from([None, True, False]))
     if arch == "encoder_decoder":
         data["encoder"] = draw(stacks(causal=False, positional=data["positional"]))
         data["decoder"] = draw(stacks(causal=True, positional=data["positional"]))

@@ -61,7 +61,8 @@ def head_flops(design: Any, b: int, s: int) -> float:
 def norms_per_layer(design: Any, layer: Any) -> int:
     """Norm modules of one layer: one per sublayer (two with ``pre_post``); an empty sublayer has none."""
     n = (0 if ATTENTION[layer.attention].identity else 1) + (0 if MLP[layer.mlp].identity else 1) + (1 if layer.cross else 0)
-    return n * (2 if design.norm_placement == "pre_post" else 1)
+    shared = getattr(design, "parallel_shared_norm", False) and n == 2  # one norm for both parallel branches
+    return (n - (1 if shared else 0)) * (2 if design.norm_placement == "pre_post" else 1)
 
 
 def layer_flops(design: Any, layer: Any, b: int, s: int) -> dict[str, tuple[float, float]]:

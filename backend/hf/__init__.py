@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ..errors import DesignError
-from . import deepseek, encdec, gpt_oss, llama, qwen3_next, qwen_moe
+from . import decoders, deepseek, encdec, gpt_oss, llama, qwen3_next, qwen_moe
 from .common import bad
 
 
@@ -33,6 +33,7 @@ class Family:
     import_config: Callable[[dict[str, Any]], tuple[dict[str, Any], list[str]]]
     map_weights: Optional[Callable[[str, dict[str, Any]], dict[str, Any]]] = None
     weight_types: tuple[str, ...] = ()  # the model types map_weights handles (default: all of model_types)
+    takes_config: bool = False  # map_weights(model_type, state, config): layouts the shapes do not determine
 
 
 FAMILIES: list[Family] = [
@@ -42,6 +43,7 @@ FAMILIES: list[Family] = [
     Family(deepseek.MODEL_TYPES, deepseek.import_config, deepseek.map_weights),
     Family(encdec.MODEL_TYPES, encdec.import_config, encdec.map_weights, encdec.WEIGHT_TYPES),
     Family(qwen3_next.MODEL_TYPES, qwen3_next.import_config, qwen3_next.map_weights),
+    Family(decoders.MODEL_TYPES, decoders.import_config, decoders.map_weights, takes_config=True),  # olmo2, gpt_neox, gemma, phi3, gemma3
 ]
 
 
@@ -80,13 +82,16 @@ def is_hf_config(data: Any) -> bool:
     return isinstance(data, dict) and "model_type" in data
 
 
-def map_state_dict(model_type: str, hf_state: dict[str, Any]) -> dict[str, Any]:
+def map_state_dict(model_type: str, hf_state: dict[str, Any], config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Our state dict (names and layouts of ``backend.nn.model.Transformer``) from a Hugging Face one.
 
     Works on any tensor type with ``.t()``, ``.chunk()`` and ``.reshape()`` (torch, no import here).
     Every input name must map (an unknown name is a DesignError), so nothing is silently dropped.
+    ``config``: the config.json dict, for layouts whose shapes do not say the head count (gpt_neox).
     """
     weights = {mt: fam for fam in FAMILIES if fam.map_weights for mt in (fam.weight_types or fam.model_types)}
     if model_type not in weights:
         raise bad("model_type", model_type, f"has no weight map (supported: {', '.join(sorted(weights))})")
+    if weights[model_type].takes_config:
+        return weights[model_type].map_weights(model_type, hf_state, config)  # type: ignore[misc,call-arg]
     return weights[model_type].map_weights(model_type, hf_state)  # type: ignore[misc]

@@ -42,6 +42,20 @@ class SoftmaxKind(AttentionKind):
     def window(self, cfg: dict[str, Any]) -> int:
         return int(cfg.get("window", 0) or 0)
 
+    def check(self, model: Any, cfg: dict[str, Any], *, causal: bool, positional: Any = None) -> None:
+        # self_sdpa's rotary params (partial rotary, per-layer theta) and the whole-projection QK-norm
+        frac = cfg.get("rotary_fraction", 1.0)
+        if frac != 1.0 and int(model.attn_head_dim * frac) % 2:
+            raise KindError(f"rotary on int(head_dim * rotary_fraction) = {int(model.attn_head_dim * frac)} channels "
+                            f"must be an even number (rotary rotates pairs), got rotary_fraction {frac}", "rotary_fraction")
+        if (frac != 1.0 or cfg.get("rope_theta")) and not getattr(positional, "rotary", False):
+            key = "rotary_fraction" if frac != 1.0 else "rope_theta"
+            raise KindError(f"{key} shapes rotary positions: it needs a rotary positional, got "
+                            f"{getattr(positional, 'name', positional)!r}", key)
+        if cfg.get("qk_norm_over") == "projection" and cfg.get("output_gate"):
+            raise KindError("qk_norm_over 'projection' normalises a q projection of H*Dh and cannot be combined "
+                            "with output_gate (a doubled q projection)", "qk_norm_over")
+
     def flops(self, model: Any, cfg: dict[str, Any], b: int, s: int, *, causal: bool) -> tuple[float, float]:
         # scores Q K^T (Dh MACs per pair and head) + values A V (Dh MACs); attention sinks run as one
         # extra (zero) key per query (backend/nn/attention.py), so s more pairs in either count
@@ -55,8 +69,10 @@ class SoftmaxKind(AttentionKind):
     def param_count(self, model: Any, cfg: dict[str, Any], *, causal: bool) -> int:
         # qk_norm: one RMSNorm gain of Dh shared by the heads of q, one of k (Qwen3 / Gemma-3);
         # sinks: one logit per head (gpt-oss); output_gate: q_proj doubled (weight, and its bias when q has one)
-        D, H, _, Dh = dims(model)
-        n = qkvo_params(model) + (2 * Dh if cfg.get("qk_norm") else 0) + (H if cfg.get("sinks") else 0)
+        # qk_norm_over "projection" (OLMo 2): gains of H*Dh (q) and KV*Dh (k) instead
+        D, H, KV, Dh = dims(model)
+        qk = (H + KV) * Dh if cfg.get("qk_norm_over") == "projection" else 2 * Dh
+        n = qkvo_params(model) + (qk if cfg.get("qk_norm") else 0) + (H if cfg.get("sinks") else 0)
         if cfg.get("output_gate"):
             n += D * H * Dh + (H * Dh if (model.bias or model.qkv_bias) else 0)
         return n
@@ -441,6 +457,13 @@ KINDS: list[AttentionKind] = [
             "sinks": P("bool", False, "attention sinks: a learned logit per head in the softmax denominator (gpt-oss)"),
             "scale": _SCALE,
             "output_gate": P("bool", False, "sigmoid gate on the attention output from a doubled q_proj (Qwen3-Next)"),
+            # issue 12 decoders: OLMo 2's whole-projection QK-norm, Pythia's partial rotary, Gemma 3's local theta
+            "qk_norm_over": P("choice", "head", "qk_norm over each head's Dh channels (Qwen3) or the whole q / k "
+                              "projection before the head split (OLMo 2)", choices=("head", "projection")),
+            "rotary_fraction": P("float", 1.0, "rotary on the first int(head_dim * f) channels of each head "
+                                 "(GPT-NeoX rotary_pct)", 1e-3, 1.0),
+            "rope_theta": P("float", None, "this layer's rotary base (null = the model's rope_theta; Gemma 3 "
+                            "local layers)", 1e-6, 1e12, nullable=True),
         },
         label="softmax (SDPA)", abbrev="SDPA", color="#4C78A8", aliases=("SDPA",), roles=("default", "full"),
         takes_score_bias=True,

@@ -177,7 +177,9 @@ KINDS: list[MlpKind] = [
             "Shazeer 2020, GLU Variants Improve Transformer, arXiv 2002.05202", dict(_COMMON),
             label="SwiGLU", abbrev="SwiGLU", color="#9ECAE9", roles=("default", "gated_silu"), gated=True),
     FfnKind("geglu", "mlp", "backend.nn.mlp:GatedMLP", "GELU-gated FFN.",
-            "Shazeer 2020, arXiv 2002.05202", dict(_COMMON), label="GeGLU", abbrev="GeGLU", color="#FFBF79", roles=("gated_gelu",), gated=True),
+            "Shazeer 2020, arXiv 2002.05202; tanh GELU: Hendrycks & Gimpel 2016, arXiv 1606.08415 (Gemma's GeGLU)",
+            {**_COMMON, "gelu_approximate": P("choice", "none", "GELU of the gate: exact (none) or its tanh "
+                                              "approximation (Gemma's gelu_pytorch_tanh)", choices=("none", "tanh"))}, label="GeGLU", abbrev="GeGLU", color="#FFBF79", roles=("gated_gelu",), gated=True),
     FfnKind("reglu", "mlp", "backend.nn.mlp:GatedMLP", "ReLU-gated FFN.",
             "Shazeer 2020, arXiv 2002.05202", dict(_COMMON), label="ReGLU", abbrev="ReGLU", color="#D6A5C9", gated=True),
     FfnKind("relu2", "mlp", "backend.nn.mlp:DenseMLP", "Squared-ReLU FFN.",

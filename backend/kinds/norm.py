@@ -10,7 +10,9 @@ from .base import KindError, NormKind, ParamInfo, PositionalKind
 @dataclass(frozen=True)
 class LayerNormKind(NormKind):
     def param_count(self, model: Any) -> int:
-        return model.hidden_size * (2 if model.bias else 1)  # gain, and a shift when the model has biases
+        # gain, and a shift when the model has biases (or `norm_bias` says so for the norms alone)
+        shift = model.bias if getattr(model, "norm_bias", None) is None else model.norm_bias
+        return model.hidden_size * (2 if shift else 1)
 
 
 @dataclass(frozen=True)

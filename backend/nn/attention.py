@@ -77,6 +77,14 @@ class SelfSDPA(nn.Module):
     arXiv 2505.06708, the element-wise SDPA-output gate): q_proj is doubled to
     give, per head, ``[q_h | gate_h]`` (Dh each); the attention output is
     multiplied by ``sigmoid(gate)`` before o_proj.
+    ``params["qk_norm_over"]``: ``"head"`` (above) or ``"projection"``: one RMSNorm over the whole q
+    projection (H*Dh gains) and one over k (KV*Dh), before the split into heads -- OLMo 2 (OLMo et al.
+    2024, "2 OLMo 2 Furious", arXiv 2501.00656, section 3.2).
+    ``params["rotary_fraction"]``: rotary on the first ``int(Dh * fraction)`` channels of each head only
+    (half-split pairs within them, frequencies over that width), the rest pass unrotated -- GPT-NeoX /
+    Pythia's ``rotary_pct`` (Black et al. 2022, arXiv 2204.06745; Biderman et al. 2023, arXiv 2304.01373).
+    ``params["rope_theta"]``: this layer's rotary base (null = the model's ``rope_theta``): Gemma 3's
+    local (sliding) layers use 10k, its global ones 1M (Gemma Team 2025, arXiv 2503.19786, section 2).
     """
 
     takes_score_bias = True
@@ -90,13 +98,18 @@ class SelfSDPA(nn.Module):
         self.backend = p.get("backend", "auto")
         self.rope = ctx.positional == "rope"
         self.alibi = ctx.positional == "alibi"
-        self.rope_theta, self.rope_scaling = ctx.rope_theta, ctx.rope_scaling
+        self.rope_theta, self.rope_scaling = p.get("rope_theta") or ctx.rope_theta, ctx.rope_scaling
+        self.rotary_dim = int(ctx.head_dim * float(p.get("rotary_fraction", 1.0) or 1.0))
         self.dropout = ctx.dropout
         add_qkvo(self, ctx)  # q_proj, k_proj, v_proj, o_proj
         self.output_gate = bool(p.get("output_gate"))
         if self.output_gate:  # q_proj: D -> H * 2Dh, per head [q_h | gate_h] (Qwen3-Next's layout)
             self.q_proj = nn.Linear(ctx.hidden_size, 2 * ctx.n_heads * ctx.head_dim, bias=ctx.bias or ctx.qkv_bias)
-        if p.get("qk_norm"):
+        self.qk_norm_over = p.get("qk_norm_over", "head")
+        if p.get("qk_norm") and self.qk_norm_over == "projection":  # OLMo 2: over all heads at once
+            self.q_norm = RMSNorm(ctx, ctx.n_heads * ctx.head_dim)
+            self.k_norm = RMSNorm(ctx, ctx.n_kv_heads * ctx.head_dim)
+        elif p.get("qk_norm"):
             self.q_norm, self.k_norm = RMSNorm(ctx, ctx.head_dim), RMSNorm(ctx, ctx.head_dim)
         else:
             self.q_norm = self.k_norm = None
@@ -110,6 +123,8 @@ class SelfSDPA(nn.Module):
                 padding_mask: torch.Tensor | None = None, score_bias=None) -> torch.Tensor:
         B, S, _ = x.shape
         gate = None
+        if self.q_norm is not None and self.qk_norm_over == "projection":
+            return self._forward_projection_norm(x, start_pos, cache, padding_mask, score_bias)
         if self.output_gate:
             q, gate = self.q_proj(x).view(B, S, self.n_heads, 2 * self.head_dim).chunk(2, dim=-1)  # (B, S, H, Dh) each
             q, gate = q.transpose(1, 2), gate.reshape(B, S, self.n_heads * self.head_dim)
@@ -119,10 +134,30 @@ class SelfSDPA(nn.Module):
         v = self.v_proj(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, S, Dh)
         if self.q_norm is not None:  # per head, over Dh
             q, k = self.q_norm(q), self.k_norm(k)
-        q_pos = positions(start_pos, S, x.device)
+        return self._rest(q, k, v, gate, start_pos, cache, padding_mask, score_bias)
+
+    def _forward_projection_norm(self, x, start_pos, cache, padding_mask, score_bias):
+        """qk_norm_over "projection" (OLMo 2): normalise q (B, S, H*Dh) and k (B, S, KV*Dh), then split heads."""
+        B, S, _ = x.shape
+        q = self.q_norm(self.q_proj(x)).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x)).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        return self._rest(q, k, v, None, start_pos, cache, padding_mask, score_bias)
+
+    def _rotate(self, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r = self.rotary_dim
+        cos, sin = rope_cos_sin(q_pos, r, self.rope_theta, q.dtype, self.rope_scaling)
+        if r == self.head_dim:
+            return apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # partial rotary (GPT-NeoX): rotate the first r channels, pass the rest
+        return (torch.cat([apply_rope(q[..., :r], cos, sin), q[..., r:]], dim=-1),
+                torch.cat([apply_rope(k[..., :r], cos, sin), k[..., r:]], dim=-1))
+
+    def _rest(self, q, k, v, gate, start_pos, cache, padding_mask, score_bias):
+        B, S = q.shape[0], q.shape[2]
+        q_pos = positions(start_pos, S, q.device)
         if self.rope:
-            cos, sin = rope_cos_sin(q_pos, self.head_dim, self.rope_theta, q.dtype, self.rope_scaling)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q, k = self._rotate(q, k, q_pos)
         k_start, k_pad = start_pos, padding_mask
         if cache is not None:
             k, v = cache.append(k, v, padding_mask)  # (B, Hkv, T, Dh), T = cached + S

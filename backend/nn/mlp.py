@@ -11,6 +11,8 @@ Weight names follow the Llama/Mixtral reference code: ``w1`` (gate), ``w3``
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,7 +31,8 @@ class GatedMLP(nn.Module):
     """GLU-variant FFN: ``w2(act(w1 x) * w3 x)``, act = SiLU / GELU / ReLU.
 
     Shazeer 2020, GLU Variants Improve Transformer, arXiv 2002.05202.
-    Parameters: 3 * D * H (+ 2H + D with bias).
+    Parameters: 3 * D * H (+ 2H + D with bias). ``geglu`` with ``gelu_approximate: tanh``: the tanh
+    approximation of GELU (Hendrycks & Gimpel 2016, arXiv 1606.08415), as Gemma computes it.
     """
 
     def __init__(self, ctx: LayerContext):
@@ -39,6 +42,8 @@ class GatedMLP(nn.Module):
             raise ValueError(f"GatedMLP kind must be one of {sorted(GATES)}, got {self.kind!r}")
         d, h = ctx.hidden_size, ffn_width(ctx)
         self.act = GATES[self.kind]
+        if self.kind == "geglu" and ctx.params.get("gelu_approximate", "none") == "tanh":  # Gemma's GeGLU
+            self.act = functools.partial(F.gelu, approximate="tanh")
         self.w1 = nn.Linear(d, h, bias=ctx.bias)  # gate
         self.w3 = nn.Linear(d, h, bias=ctx.bias)  # up
         self.w2 = nn.Linear(h, d, bias=ctx.bias)  # down (residual output)

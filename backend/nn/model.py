@@ -25,6 +25,10 @@ of every default; :data:`CONFIG_KEYS` lists them)::
     positional_params         the positional kind's params (defaults filled in)
     positional_per_stack      one positional module per stack instead of one for the model
     head_rescale              scale the last hidden state by hidden_size**-0.5 before a token head (T5)
+    parallel_residual         attention and MLP read the same block input (GPT-J, GPT-NeoX)
+    embed_scale               token embeddings times sqrt(hidden_size) (Gemma)
+    parallel_shared_norm      parallel_residual with one norm feeding both branches (GPT-J, Falcon-7B)
+    norm_bias                 null: norms have a shift when ``bias``; else true / false for the norms alone (Falcon)
     stacks: {"layers" | "encoder" | "decoder": {
         causal: bool,         decoder stacks are causal
         cross: bool,          has a cross-attention sub-block (decoder of encoder_decoder)
@@ -43,6 +47,12 @@ arXiv 2002.04745; sandwich: Gemma 2, arXiv 2408.00118), per sublayer ``f``
 * ``pre``:       ``x = x + s * f(norm(x))``
 * ``post``:      ``x = norm(x + s * f(x))``
 * ``pre_post``:  ``x = x + s * post_norm(f(pre_norm(x)))``
+* ``post_sublayer``: ``x = x + s * norm(f(x))`` (OLMo 2, OLMo et al. 2024, arXiv 2501.00656: the norm
+  moves onto the sublayer output, none before it)
+* ``parallel_residual`` (GPT-J; GPT-NeoX, Black et al. 2022, arXiv 2204.06745): attention and MLP
+  branches both read the block input, ``x = x + s * attn(n1(x)) + s * mlp(n2(x))`` (any additive placement);
+  ``parallel_shared_norm``: one norm, ``x + s * attn(n(x)) + s * mlp(n(x))`` (GPT-J; Falcon, Almazrouei et al.
+  2023, arXiv 2311.16867)
 * ``rezero`` norm kind, any placement: ``x = x + s * alpha * f(x)``
   (Bachlechner et al. 2020, arXiv 2003.04887; one alpha per sublayer).
 
@@ -111,7 +121,16 @@ CONFIG_KEYS = (
     "gradient_checkpointing", "stacks",
     # encoder-decoder models (T5, BART; issue 12)
     "positional_params", "positional_per_stack", "head_rescale",
+    # decoder building blocks (OLMo 2, GPT-NeoX, Gemma; issue 12)
+    "parallel_residual", "embed_scale", "parallel_shared_norm", "norm_bias",
 )
+
+
+def norm_context(cfg: dict[str, Any], ctx: LayerContext) -> LayerContext:
+    """A norm's context: ``norm_bias`` (when not null) replaces the model's ``bias`` for the norms only."""
+    if cfg["norm_bias"] is None:
+        return ctx
+    return LayerContext(**{**ctx.__dict__, "bias": bool(cfg["norm_bias"])})
 
 
 def lookup(category: str, name: str) -> type:
@@ -181,7 +200,7 @@ class Block(nn.Module):
         sandwich = self.placement == "pre_post" and not self.scales_branch
 
         def norm() -> nn.Module:
-            return norm_cls(sub("norm", layer["norm"]))
+            return norm_cls(norm_context(cfg, sub("norm", layer["norm"])))
 
         # a sublayer whose module says ``identity = True`` (``backend/nn/none.py``) is skipped, norms and all
         attn_cls, mlp_cls = lookup("attention", layer["attention"]), lookup("mlp", layer["mlp"])
@@ -198,18 +217,30 @@ class Block(nn.Module):
         self.mlp = mlp_cls(sub("mlp", layer["mlp"]))
         self.mlp_post_norm = norm() if sandwich and not no_mlp else None
         self.drop = nn.Dropout(cfg["dropout"])
+        self.parallel = bool(cfg["parallel_residual"])
+        if self.parallel and cfg["parallel_shared_norm"] and self.attn_norm is not None and self.mlp_norm is not None:
+            self.mlp_norm = None  # GPT-J / Falcon-7B: the attention's norm feeds both branches
+            self.shared_norm = True
+        else:
+            self.shared_norm = False
+
+    def _branch(self, x: torch.Tensor, f, norm: nn.Module, post: nn.Module | None, s) -> torch.Tensor:
+        """The term an additive placement adds to ``x`` (every placement but ``post``)."""
+        if self.scales_branch:
+            return s * self.drop(norm.scale(f(x)))
+        if self.placement == "post_sublayer":
+            return s * self.drop(norm(f(x)))
+        y = f(norm(x))
+        if post is not None:
+            y = post(y)
+        return s * self.drop(y)
 
     def _residual(self, x: torch.Tensor, f, norm: nn.Module | None, post: nn.Module | None, s) -> torch.Tensor:
         if norm is None:  # an identity sublayer: no branch
             return x
-        if self.scales_branch:
-            return x + s * self.drop(norm.scale(f(x)))
-        if self.placement == "post":
+        if self.placement == "post" and not self.scales_branch:
             return norm(x + s * self.drop(f(x)))
-        y = f(norm(x))
-        if post is not None:
-            y = post(y)
-        return x + s * self.drop(y)
+        return x + self._branch(x, f, norm, post, s)
 
     def forward(self, x: torch.Tensor, s=1.0, *, start_pos: int = 0, cache: dict | None = None,
                 padding_mask: torch.Tensor | None = None, memory: torch.Tensor | None = None,
@@ -222,8 +253,15 @@ class Block(nn.Module):
         cache = cache or {}
         self_cache = cache.get("self")
         kw = {"score_bias": score_bias} if score_bias is not None and getattr(self.attn, "takes_score_bias", False) else {}
-        x = self._residual(x, lambda h: self.attn(h, start_pos=start_pos, cache=self_cache, padding_mask=padding_mask, **kw),
-                           self.attn_norm, self.attn_post_norm, s)
+        attn = lambda h: self.attn(h, start_pos=start_pos, cache=self_cache, padding_mask=padding_mask, **kw)  # noqa: E731
+        if self.parallel:  # parallel residual (GPT-NeoX): both branches read the block input
+            out = x if self.attn_norm is None else x + self._branch(x, attn, self.attn_norm, self.attn_post_norm, s)
+            if self.mlp_norm is not None or self.shared_norm:
+                mlp_norm = self.attn_norm if self.shared_norm else self.mlp_norm
+                out = out + self._branch(x, self.mlp, mlp_norm, self.mlp_post_norm, s)
+            aux = getattr(self.mlp, "aux_loss", None)
+            return out, (out.new_zeros(()) if aux is None else aux)
+        x = self._residual(x, attn, self.attn_norm, self.attn_post_norm, s)
         if self.cross is not None:
             if memory is None:
                 raise ValueError("this decoder layer has cross-attention and needs the encoder output (memory)")
@@ -296,7 +334,7 @@ class Stack(nn.Module):
         if cfg["final_norm"]:
             cls = lookup("norm", cfg["norm"])
             if not getattr(cls, "scales_branch", False):  # rezero has nothing to normalise with
-                self.final_norm = cls(layer_context(cfg, causal=self.causal, params={"kind": cfg["norm"]}))
+                self.final_norm = cls(norm_context(cfg, layer_context(cfg, causal=self.causal, params={"kind": cfg["norm"]})))
         self.checkpointing = bool(cfg["gradient_checkpointing"])
 
     @property
@@ -404,6 +442,8 @@ class Transformer(nn.Module):
     def _embed(self, x: torch.Tensor, start_pos: int = 0, stack: str | None = None) -> torch.Tensor:
         """Tokens (B, S) long or features (B, S, input_dim) -> (B, S, D), with the positions of ``stack``."""
         h = self.embed(x)
+        if self.cfg["embed_scale"] and self.cfg.get("vocab_size"):  # Gemma: embeddings times sqrt(D)
+            h = h * torch.tensor(self.cfg["hidden_size"] ** 0.5, dtype=h.dtype)
         pos = self.stacks[stack].pos if stack is not None and self.pos is None else self.pos
         if getattr(pos, "additive", False):
             s = h.shape[1]
