@@ -25,7 +25,8 @@ from typing import Any
 
 from ..errors import DesignError
 from ..registry import REGISTRIES
-from .common import INERT, bad, integer, kind_for, rope_theta
+from .common import INERT, bad, integer, kind_for
+from .decoders import _rope
 from .llama import _map_experts
 
 MODEL_TYPES = ("qwen3_next",)
@@ -110,9 +111,7 @@ def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         raise bad("attention_bias", cfg["attention_bias"], "biases on the attention projections are not supported")
     if cfg.get("hidden_act", "silu") not in ("silu", "swish"):
         raise bad("hidden_act", cfg["hidden_act"], "only silu (SwiGLU experts, silu conv) is supported")
-    if cfg.get("partial_rotary_factor", 1.0) != 1.0 and "rope_parameters" not in cfg:  # transformers-4 files
-        cfg["rope_parameters"] = {"rope_theta": cfg.get("rope_theta", 10000.0),
-                                  "partial_rotary_factor": cfg["partial_rotary_factor"]}
+    theta, frac = _rope(cfg)  # partial rotary (0.25 in the 80B): on the first int(head_dim * frac) channels
     size = {field: integer(cfg, key) for field, key in _SIZES.items()}
     D, H, n = size["hidden_size"], size["n_heads"], size["n_layers"]
     head_dim = integer(cfg, "head_dim", default=256)
@@ -133,10 +132,12 @@ def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         "n_kv_heads": integer(cfg, "num_key_value_heads", default=H), "head_dim": head_dim,
         "mlp_hidden": size["mlp_hidden"], "max_seq_len": size["max_seq_len"], "norm_eps": float(eps),
         "tie_embeddings": tie, "final_norm": True, "dropout": 0.0,
-        "positional": kind_for("positional", "rotary"), "rope_theta": rope_theta(cfg),
+        "positional": kind_for("positional", "rotary"), "rope_theta": theta,
         "norm": kind_for("norm", "rms_norm"), "bias": False, "qkv_bias": False,
     }
     attn_params: dict[str, Any] = {"qk_norm": True, "output_gate": True}
+    if frac != 1.0:
+        attn_params["rotary_fraction"] = frac
     attn_params.update({ours: integer({**_DEFAULTS, **cfg}, theirs) for ours, theirs in _GDN.items()})
     stack: dict[str, Any] = {"n_layers": n, "attention": gated, "mlp": experts if any(moe) else dense,
                              "params": {"attention": attn_params}}
@@ -148,7 +149,8 @@ def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         rules.append({"when": {"layer_idx": full_idx}, "attention": full})
     dense_idx = [i for i, m in enumerate(moe) if not m]
     if any(moe) and dense_idx:
-        rules.append({"when": {"layer_idx": dense_idx}, "mlp": dense})
+        # the stack's MoE params (hidden = moe_intermediate_size) would reach the dense SwiGLU too
+        rules.append({"when": {"layer_idx": dense_idx}, "mlp": dense, "params": {"mlp": {"hidden": size["mlp_hidden"]}}})
     if rules:
         stack["rules"] = rules
     design["layers"] = stack

@@ -73,7 +73,7 @@ def convert(config: dict[str, Any], design: Any, paths: list[str | Path]) -> dic
     from ..build import build_model
     from . import map_state_dict
 
-    state = map_state_dict(config.get("model_type"), load_checkpoint(paths))
+    state = map_state_dict(config.get("model_type"), load_checkpoint(paths), config)
     want = build_model(design, device="meta").state_dict()
     for name, ref in want.items():
         if name not in state:
