@@ -1,0 +1,173 @@
+"""Nemotron-H (``nemotron_h``, NVIDIA 2025, arXiv 2504.03624): Mamba-2, attention and MLP as separate layers.
+
+Each layer is ``x + mixer(RMSNorm(x))`` with one mixer: a Mamba-2 layer (``M``,
+transformers' ``linear_attention``), softmax attention without positions
+(``*``, ``full_attention``), or a squared-ReLU MLP (``-``, ``mlp``). The design
+carries the same Megatron ``hybrid_override_pattern`` string
+(``backend/kinds/empty.py``: each block has an empty MLP or an empty mixer),
+read from the hub's ``hybrid_override_pattern`` (transformers-4 files) or
+transformers 5's ``layers_block_type`` list. MoE layers (``E`` / ``moe``,
+Nemotron-3 Nano: sigmoid routing with a correction bias, latent projections)
+are an error naming the field: not imported yet.
+
+Mamba-2 layers: the inner width is ``mamba_num_heads * mamba_head_dim`` (as in
+transformers' mixer; ``expand`` is not read by it), state ``ssm_state_size``,
+``n_groups``, ``conv_kernel``, ``chunk_size``; the gated RMSNorm normalises
+each group's channels (the ``mamba2`` kind's). Attention: ``num_attention_heads``
+/ ``num_key_value_heads`` of ``head_dim``, scale ``head_dim ** -0.5``, no
+biases, no RoPE (``positional: none``). MLP: ``up_proj`` -> relu(.)^2 ->
+``down_proj`` of ``intermediate_size`` (``mlp_hidden_act`` must be relu2).
+The transformers-4 ``mamba_*`` spellings (``mamba_n_groups``, ``mamba_d_conv``,
+``mamba_chunk_size``, ``mamba_conv_bias``, ``mamba_dt_limit``...) are read as
+transformers reads them. ``num_nextn_predict_layers`` / ``mtp_*``: transformers
+builds no MTP head (its weights are ignored on load), ``map_weights`` skips
+``mtp.*`` likewise.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .common import INERT, bad, integer, kind_for
+from .mamba2 import SSM_INERT, check_time_step_limit, eps_of, flag, mamba2_params
+
+MODEL_TYPES = ("nemotron_h",)
+
+_BLOCK = {"linear_attention": "M", "full_attention": "*", "mlp": "-", "moe": "E",
+          "mamba": "M", "attention": "*"}  # (the last two: transformers' legacy names)
+_ALIASES = {"mamba_n_groups": "n_groups", "mamba_d_conv": "conv_kernel", "mamba_expand": "expand",
+            "mamba_chunk_size": "chunk_size", "mamba_conv_bias": "use_conv_bias", "mamba_dt_limit": "time_step_limit"}
+# read only by MoE layers (transformers-5 files write them for every model): checked when the pattern has one
+_MOE = {"n_routed_experts", "num_local_experts", "n_shared_experts", "moe_intermediate_size",
+        "moe_shared_expert_intermediate_size", "moe_latent_size", "moe_shared_expert_overlap", "num_experts_per_tok",
+        "routed_scaling_factor", "n_group", "topk_group", "norm_topk_prob"}
+_OTHER_INERT = {"use_mamba_kernels", "mamba_ssm_cache_dtype", "num_logits_to_keep", "num_nextn_predict_layers",
+                "mtp_layers_block_type", "mtp_hybrid_override_pattern", "mamba_proj_bias", "expand", "mamba_expand"}
+_MAPPED = {"vocab_size", "hidden_size", "num_hidden_layers", "hybrid_override_pattern", "layers_block_type",
+           "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings", "attention_bias",
+           "sliding_window", "intermediate_size", "mlp_hidden_act", "mlp_bias", "ssm_state_size", "mamba_num_heads",
+           "mamba_head_dim", "mamba_hidden_act", "n_groups", "conv_kernel", "use_conv_bias", "chunk_size",
+           "time_step_limit", "use_bias", "layer_norm_epsilon", "tie_word_embeddings", "rms_norm_eps"} | set(_ALIASES)
+
+
+def pattern(cfg: dict[str, Any]) -> str:
+    """The Megatron pattern string, from ``layers_block_type`` (transformers 5) or ``hybrid_override_pattern``."""
+    types = cfg.get("layers_block_type")
+    if types is not None:
+        if not isinstance(types, list) or not types:
+            raise bad("layers_block_type", types, "must be a non-empty list of layer types")
+        for t in types:
+            if t not in _BLOCK:
+                raise bad("layers_block_type", t, f"layer types are {', '.join(sorted(_BLOCK))}")
+        text = "".join(_BLOCK[t] for t in types)
+        if "hybrid_override_pattern" in cfg and cfg["hybrid_override_pattern"] != text:
+            raise bad("hybrid_override_pattern", cfg["hybrid_override_pattern"], f"disagrees with layers_block_type {text!r}")
+    else:
+        text = cfg.get("hybrid_override_pattern")
+        if not isinstance(text, str) or not text or set(text) - set("M*-E"):
+            raise bad("hybrid_override_pattern", text, "must be a non-empty string of M, *, - and E")
+    n = cfg.get("num_hidden_layers")
+    if types is None and n is not None and n != len(text):
+        raise bad("num_hidden_layers", n, f"disagrees with the {len(text)} characters of hybrid_override_pattern")
+    return text
+
+
+def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(design dict without its description, approximations) for a nemotron_h config."""
+    known = INERT | SSM_INERT | _MAPPED | _MOE | _OTHER_INERT
+    for key in config:
+        if key not in known:
+            raise bad(key, config[key], "is not understood for model_type 'nemotron_h' (it may change the architecture)")
+    cfg = dict(config)
+    for old, new in _ALIASES.items():
+        if old in cfg:
+            cfg[new] = cfg.pop(old)
+    text = pattern(cfg)
+    if "E" in text:
+        key = "layers_block_type" if "layers_block_type" in cfg else "hybrid_override_pattern"
+        raise bad(key, cfg[key], "MoE layers (E / moe: Nemotron-H's sigmoid-routed relu2 experts) are not imported yet")
+    for key in ("mamba_hidden_act",):
+        if cfg.get(key, "silu") not in ("silu", "swish"):
+            raise bad(key, cfg[key], "only silu (the conv activation of Mamba-2) is supported")
+    if cfg.get("mlp_hidden_act", "relu2") != "relu2":
+        raise bad("mlp_hidden_act", cfg["mlp_hidden_act"], "only relu2 (squared ReLU) MLPs are supported")
+    for key in ("use_bias", "mlp_bias", "attention_bias"):
+        if flag(cfg, key, False):
+            raise bad(key, True, "biases are not supported for Nemotron-H")
+    if not flag(cfg, "use_conv_bias", True):
+        raise bad("use_conv_bias", False, "a Mamba-2 conv without bias is not supported")
+    if cfg.get("sliding_window") is not None:
+        raise bad("sliding_window", cfg["sliding_window"], "sliding-window attention is not supported for Nemotron-H")
+    check_time_step_limit(cfg)
+    D = integer(cfg, "hidden_size", default=4096)
+    H = integer(cfg, "num_attention_heads", default=32)
+    ssm = mamba2_params(cfg, hidden=D, keys={"d_state": "ssm_state_size", "d_conv": "conv_kernel",
+                                             "head_dim": "mamba_head_dim", "n_groups": "n_groups",
+                                             "chunk_size": "chunk_size", "num_heads": "mamba_num_heads"},
+                        defaults={"ssm_state_size": 128, "conv_kernel": 4, "mamba_head_dim": 64, "n_groups": 8,
+                                  "chunk_size": 128, "mamba_num_heads": 128})
+    Hm = ssm["expand"] * D // ssm["head_dim"]
+    if Hm % ssm["n_groups"]:
+        raise bad("n_groups", ssm["n_groups"], f"must divide the {Hm} Mamba heads")
+    eps_key = "layer_norm_epsilon" if "layer_norm_epsilon" in cfg or "rms_norm_eps" not in cfg else "rms_norm_eps"
+    design: dict[str, Any] = {
+        "name": str(cfg.get("_name_or_path") or "hf_nemotron_h")[:200] or "hf_nemotron_h",
+        "architecture": "decoder", "task": "lm", "vocab_size": integer(cfg, "vocab_size", default=131072),
+        "hidden_size": D, "n_heads": H, "n_kv_heads": integer(cfg, "num_key_value_heads", default=8),
+        "head_dim": integer(cfg, "head_dim", default=128), "mlp_hidden": integer(cfg, "intermediate_size", default=21504),
+        "max_seq_len": integer(cfg, "max_position_embeddings", default=4096),
+        "norm_eps": eps_of(cfg, eps_key, 1e-5), "tie_embeddings": flag(cfg, "tie_word_embeddings", False),
+        "final_norm": True, "dropout": 0.0, "positional": "none", "norm": kind_for("norm", "rms_norm"),
+        "bias": False, "qkv_bias": False,
+        "layers": {"n_layers": len(text), "hybrid_override_pattern": text, "mlp": "relu2",
+                   "params": {"attention": ssm}},
+    }
+    return design, []
+
+
+# ---------------------------------------------------------------------------
+# Weights: Hugging Face state-dict names -> this project's (backend/nn/model.py).
+
+_MAMBA = ("in_proj.weight", "conv1d.weight", "conv1d.bias", "dt_bias", "A_log", "D", "norm.weight", "out_proj.weight")
+_ATTN = tuple(f"{p}_proj.weight" for p in "qkvo")
+_MLP = {"up_proj.weight": "fc1.weight", "down_proj.weight": "fc2.weight"}
+
+
+def map_weights(model_type: str, hf_state: dict[str, Any]) -> dict[str, Any]:
+    """Our state dict from a NemotronHForCausalLM one: the block's norm goes to ``attn_norm`` or ``mlp_norm``
+    by its mixer's names; ``mtp.*`` is skipped; an unknown name is a DesignError."""
+    out: dict[str, Any] = {}
+    norms: dict[str, Any] = {}
+    kinds: dict[str, str] = {}
+    for orig, t in hf_state.items():
+        name = orig.split(".", 1)[1] if orig.startswith(("model.", "backbone.")) else orig
+        if name.startswith("mtp."):
+            continue
+        if name == "embeddings.weight":
+            out["embed.weight"] = t
+        elif name == "norm_f.weight":
+            out["stacks.layers.final_norm.weight"] = t
+        elif name == "lm_head.weight":
+            out["head.weight"] = t
+        elif name.startswith("layers.") and name.split(".")[1].isdigit():
+            _, i, rest = name.split(".", 2)
+            pre = f"stacks.layers.blocks.{i}."
+            sub = rest[len("mixer."):] if rest.startswith("mixer.") else None
+            if rest == "norm.weight":
+                norms[i] = (orig, t)
+            elif sub in _MAMBA or sub in _ATTN:
+                out[pre + "attn." + sub] = t
+                kinds[i] = "attn"
+            elif sub in _MLP:
+                out[pre + "mlp." + _MLP[sub]] = t
+                kinds[i] = "mlp"
+            else:
+                raise bad(orig, tuple(t.shape), "has no counterpart in this project's model")
+        else:
+            raise bad(orig, tuple(t.shape), "has no counterpart in this project's model")
+    for i, (orig, t) in norms.items():
+        if i not in kinds:
+            raise bad(orig, tuple(t.shape), "belongs to a layer without mixer weights")
+        out[f"stacks.layers.blocks.{i}.{kinds[i]}_norm.weight"] = t
+    if "head.weight" not in out and "embed.weight" in out:
+        out["head.weight"] = out["embed.weight"]  # tied: HF may leave lm_head out of the state dict
+    return out
