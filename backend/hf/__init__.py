@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ..errors import DesignError
-from . import deepseek, encdec, gpt_oss, llama, mamba2, nemotron_h, qwen3_next, qwen_moe
+from . import deepseek, encdec, gpt_oss, jamba, llama, mamba2, nemotron_h, qwen3_next, qwen_moe
 from .common import bad
 
 
@@ -44,6 +44,7 @@ FAMILIES: list[Family] = [
     Family(qwen3_next.MODEL_TYPES, qwen3_next.import_config, qwen3_next.map_weights),
     Family(mamba2.MODEL_TYPES, mamba2.import_config, mamba2.map_weights),
     Family(nemotron_h.MODEL_TYPES, nemotron_h.import_config, nemotron_h.map_weights),
+    Family(jamba.MODEL_TYPES, jamba.import_config, jamba.map_weights),
 ]
 
 

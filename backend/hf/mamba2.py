@@ -100,7 +100,7 @@ def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     known = INERT | SSM_INERT | _MAPPED
     for key in config:
         if key not in known:
-            raise bad(key, config[key], "is not understood for model_type 'mamba2' (it may change the architecture)")
+            raise bad(key, config[key], f"is not understood for model_type {MODEL_TYPES[0]!r} (it may change the architecture)")
     cfg = config
     if cfg.get("hidden_act", "silu") not in ("silu", "swish"):
         raise bad("hidden_act", cfg["hidden_act"], "only silu (the conv activation of Mamba-2) is supported")

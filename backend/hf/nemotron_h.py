@@ -32,8 +32,8 @@ from .mamba2 import SSM_INERT, check_time_step_limit, eps_of, flag, mamba2_param
 
 MODEL_TYPES = ("nemotron_h",)
 
-_BLOCK = {"linear_attention": "M", "full_attention": "*", "mlp": "-", "moe": "E",
-          "mamba": "M", "attention": "*"}  # (the last two: transformers' legacy names)
+# transformers' layer types -> Megatron characters (as its NemotronHConfig converts them)
+_BLOCK = dict(linear_attention="M", full_attention="*", mlp="-", moe="E")
 _ALIASES = {"mamba_n_groups": "n_groups", "mamba_d_conv": "conv_kernel", "mamba_expand": "expand",
             "mamba_chunk_size": "chunk_size", "mamba_conv_bias": "use_conv_bias", "mamba_dt_limit": "time_step_limit"}
 # read only by MoE layers (transformers-5 files write them for every model): checked when the pattern has one
@@ -88,7 +88,8 @@ def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     for key in ("mamba_hidden_act",):
         if cfg.get(key, "silu") not in ("silu", "swish"):
             raise bad(key, cfg[key], "only silu (the conv activation of Mamba-2) is supported")
-    if cfg.get("mlp_hidden_act", "relu2") != "relu2":
+    relu2 = kind_for("mlp", "squared_relu")  # transformers' ACT2FN name of relu(x)^2 is the same word
+    if cfg.get("mlp_hidden_act", relu2) != relu2:
         raise bad("mlp_hidden_act", cfg["mlp_hidden_act"], "only relu2 (squared ReLU) MLPs are supported")
     for key in ("use_bias", "mlp_bias", "attention_bias"):
         if flag(cfg, key, False):
@@ -118,7 +119,7 @@ def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         "norm_eps": eps_of(cfg, eps_key, 1e-5), "tie_embeddings": flag(cfg, "tie_word_embeddings", False),
         "final_norm": True, "dropout": 0.0, "positional": "none", "norm": kind_for("norm", "rms_norm"),
         "bias": False, "qkv_bias": False,
-        "layers": {"n_layers": len(text), "hybrid_override_pattern": text, "mlp": "relu2",
+        "layers": {"n_layers": len(text), "hybrid_override_pattern": text, "mlp": relu2,
                    "params": {"attention": ssm}},
     }
     return design, []
