@@ -100,7 +100,7 @@ def test_tiny_count_logits_and_cache_bytes_equal_transformers():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("layers_block_type", ["linear_attention", "moe", "full_attention"]), ("mlp_hidden_act", "silu"),
+    ("layers_block_type", ["linear_attention", "mamba3", "full_attention"]), ("mlp_hidden_act", "silu"),
     ("use_bias", True), ("mlp_bias", True), ("sliding_window", 8), ("mamba_num_heads", 7), ("some_new_feature", 1),
 ])
 def test_unmappable_fields_are_errors(field, value):
@@ -108,6 +108,39 @@ def test_unmappable_fields_are_errors(field, value):
     d[field] = value
     with pytest.raises(DesignError, match=field):
         resolve_plan(load_design(import_hf(d)))
+
+
+TINY_MOE = TINY | dict(hybrid_override_pattern="ME*E-", n_routed_experts=8, num_experts_per_tok=2,
+                       moe_intermediate_size=24, moe_shared_expert_intermediate_size=40, n_group=2, topk_group=1,
+                       routed_scaling_factor=2.5, norm_topk_prob=True)
+
+
+def test_moe_layers_count_and_logits_equal_transformers():
+    """E layers: sigmoid scores + selection bias, group-limited top-k, relu2 experts, one shared relu2 MLP."""
+    big = hf_config(**(NEMOTRON_H_8B | dict(hybrid_override_pattern="ME*E-", num_hidden_layers=5)))
+    with torch.device("meta"):
+        n = sum(p.numel() for p in AutoModelForCausalLM.from_config(big).parameters())
+    assert param_stats(resolve_plan(load_design(import_hf(as_file_dict(big)))))["total"] == n
+    torch.manual_seed(0)
+    cfg = hf_config(**TINY_MOE)
+    cfg._attn_implementation = "eager"
+    hf = AutoModelForCausalLM.from_config(cfg).float().eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.copy_(torch.randn_like(p) * 0.3 + (1.0 if p.dim() == 1 else 0.0))
+        for name, b in hf.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(torch.randn_like(b) * 0.1)
+    design = import_hf(as_file_dict(cfg))
+    assert param_stats(resolve_plan(load_design(design)))["total"] == sum(p.numel() for p in hf.parameters())
+    model = build_model(design, device="cpu").eval()
+    model.load_state_dict(map_state_dict("nemotron_h", hf.state_dict()), strict=True)
+    tokens = torch.randint(0, 61, (2, 11), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        diff = (model(tokens).output - hf(tokens).logits).abs().max().item()
+    assert diff < 1e-4, diff
+    with pytest.raises(DesignError, match="moe_latent_size"):
+        import_hf(as_file_dict(cfg) | {"moe_latent_size": 16})
 
 
 def test_hub_pattern_errors_and_weight_names():

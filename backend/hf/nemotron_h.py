@@ -7,8 +7,8 @@ carries the same Megatron ``hybrid_override_pattern`` string
 (``backend/kinds/empty.py``: each block has an empty MLP or an empty mixer),
 read from the hub's ``hybrid_override_pattern`` (transformers-4 files) or
 transformers 5's ``layers_block_type`` list. MoE layers (``E`` / ``moe``,
-Nemotron-3 Nano: sigmoid routing with a correction bias, latent projections)
-are an error naming the field: not imported yet.
+Nemotron-3 Nano) map onto the MoE kind (``_moe_params``); latent MoE
+projections (``moe_latent_size``) are an error.
 
 Mamba-2 layers: the inner width is ``mamba_num_heads * mamba_head_dim`` (as in
 transformers' mixer; ``expand`` is not read by it), state ``ssm_state_size``,
@@ -36,7 +36,7 @@ MODEL_TYPES = ("nemotron_h",)
 _BLOCK = dict(linear_attention="M", full_attention="*", mlp="-", moe="E")
 _ALIASES = {"mamba_n_groups": "n_groups", "mamba_d_conv": "conv_kernel", "mamba_expand": "expand",
             "mamba_chunk_size": "chunk_size", "mamba_conv_bias": "use_conv_bias", "mamba_dt_limit": "time_step_limit"}
-# read only by MoE layers (transformers-5 files write them for every model): checked when the pattern has one
+# read only by MoE layers (transformers-5 files write them for every model): mapped when the pattern has one
 _MOE = {"n_routed_experts", "num_local_experts", "n_shared_experts", "moe_intermediate_size",
         "moe_shared_expert_intermediate_size", "moe_latent_size", "moe_shared_expert_overlap", "num_experts_per_tok",
         "routed_scaling_factor", "n_group", "topk_group", "norm_topk_prob"}
@@ -82,9 +82,6 @@ def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         if old in cfg:
             cfg[new] = cfg.pop(old)
     text = pattern(cfg)
-    if "E" in text:
-        key = "layers_block_type" if "layers_block_type" in cfg else "hybrid_override_pattern"
-        raise bad(key, cfg[key], "MoE layers (E / moe: Nemotron-H's sigmoid-routed relu2 experts) are not imported yet")
     for key in ("mamba_hidden_act",):
         if cfg.get(key, "silu") not in ("silu", "swish"):
             raise bad(key, cfg[key], "only silu (the conv activation of Mamba-2) is supported")
@@ -122,7 +119,27 @@ def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         "layers": {"n_layers": len(text), "hybrid_override_pattern": text, "mlp": relu2,
                    "params": {"attention": ssm}},
     }
+    if "E" in text:
+        design["layers"]["rules"] = [{"when": {"layer_idx": [i for i, c in enumerate(text) if c == "E"]},
+                                      "params": {"mlp": _moe_params(cfg, relu2)}}]
     return design, []
+
+
+def _moe_params(cfg: dict[str, Any], relu2: str) -> dict[str, Any]:
+    """The MoE kind's params for transformers' NemotronHMoE: sigmoid scores, a selection bias
+    (``e_score_correction_bias``), group-limited top-k (``n_group`` / ``topk_group``), optional
+    renormalisation, ``routed_scaling_factor``, non-gated relu2 experts, and one always-built shared
+    relu2 MLP of ``moe_shared_expert_intermediate_size`` (transformers ignores ``n_shared_experts``)."""
+    if cfg.get("moe_latent_size") is not None:
+        raise bad("moe_latent_size", cfg["moe_latent_size"], "latent MoE projections are not supported")
+    scale = cfg.get("routed_scaling_factor", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale < 0:
+        raise bad("routed_scaling_factor", scale, "must be a number >= 0")
+    return {"num_experts": integer(cfg, "n_routed_experts", default=8), "top_k": integer(cfg, "num_experts_per_tok", default=2),
+            "expert": relu2, "hidden": integer(cfg, "moe_intermediate_size", default=7688), "shared_experts": 1,
+            "shared_hidden": integer(cfg, "moe_shared_expert_intermediate_size", default=7688), "scoring": "sigmoid",
+            "score_bias": True, "n_group": integer(cfg, "n_group", default=1), "topk_group": integer(cfg, "topk_group", default=1),
+            "norm_topk_prob": flag(cfg, "norm_topk_prob", True), "routed_scale": float(scale)}
 
 
 # ---------------------------------------------------------------------------
@@ -131,6 +148,9 @@ def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 _MAMBA = ("in_proj.weight", "conv1d.weight", "conv1d.bias", "dt_bias", "A_log", "D", "norm.weight", "out_proj.weight")
 _ATTN = tuple(f"{p}_proj.weight" for p in "qkvo")
 _MLP = {"up_proj.weight": "fc1.weight", "down_proj.weight": "fc2.weight"}
+_MOE_NAMES = {"gate.weight": "mlp.router.weight", "gate.e_score_correction_bias": "mlp.score_bias",
+              "shared_experts.up_proj.weight": "mlp.shared.0.fc1.weight",
+              "shared_experts.down_proj.weight": "mlp.shared.0.fc2.weight"}
 
 
 def map_weights(model_type: str, hf_state: dict[str, Any]) -> dict[str, Any]:
@@ -160,6 +180,13 @@ def map_weights(model_type: str, hf_state: dict[str, Any]) -> dict[str, Any]:
                 kinds[i] = "attn"
             elif sub in _MLP:
                 out[pre + "mlp." + _MLP[sub]] = t
+                kinds[i] = "mlp"
+            elif sub in _MOE_NAMES:
+                out[pre + _MOE_NAMES[sub]] = t
+                kinds[i] = "mlp"
+            elif sub in ("experts.up_proj", "experts.down_proj"):  # (E, F, D) / (E, D, F): non-gated experts
+                for e in range(t.shape[0]):
+                    out[f"{pre}mlp.experts.{e}.{'fc1' if sub.endswith('up_proj') else 'fc2'}.weight"] = t[e]
                 kinds[i] = "mlp"
             else:
                 raise bad(orig, tuple(t.shape), "has no counterpart in this project's model")
