@@ -65,6 +65,24 @@ def test_nemotron_h_8b_count_and_preset_equal_transformers():
     assert param_stats(resolve_plan(load_preset("nemotron_h_8b")))["total"] == NEMOTRON_H_8B_PARAMS
 
 
+def test_hub_file_of_nemotron_h_8b():
+    """The hub's config.json (transformers-4 remote code): attention_head_dim, hidden_act, rms_norm_eps, auto_map."""
+    hub = {"architectures": ["NemotronHForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+           "attention_head_dim": 128, "auto_map": {"AutoConfig": "configuration_nemotron_h.NemotronHConfig"},
+           "bos_token_id": 1, "chunk_size": 128, "conv_kernel": 4, "eos_token_id": 2, "expand": 2,
+           "hidden_act": "relu2", "hidden_dropout": 0.0, "hidden_size": 4096, "hybrid_override_pattern": PATTERN_8B,
+           "initializer_range": 0.02, "intermediate_size": 21504, "layer_norm_epsilon": 1e-05, "mamba_head_dim": 64,
+           "mamba_hidden_act": "silu", "mamba_num_heads": 128, "mamba_proj_bias": False,
+           "max_position_embeddings": 8192, "mlp_bias": False, "mlp_hidden_act": "relu2", "model_type": "nemotron_h",
+           "n_groups": 8, "num_attention_heads": 32, "num_hidden_layers": 52, "num_key_value_heads": 8,
+           "num_logits_to_keep": 1, "pad_token_id": 0, "rescale_prenorm_residual": True, "residual_in_fp32": False,
+           "rms_norm_eps": 1e-05, "ssm_state_size": 128, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+           "use_bias": False, "use_cache": True, "use_conv_bias": True, "use_mamba_kernels": True, "vocab_size": 131072}
+    assert param_stats(resolve_plan(load_design(import_hf(hub))))["total"] == NEMOTRON_H_8B_PARAMS
+    with pytest.raises(DesignError, match="attention_head_dim"):
+        import_hf(hub | {"head_dim": 64})
+
+
 def test_tiny_count_logits_and_cache_bytes_equal_transformers():
     torch.manual_seed(0)
     cfg = hf_config(**TINY)

@@ -40,13 +40,14 @@ _ALIASES = {"mamba_n_groups": "n_groups", "mamba_d_conv": "conv_kernel", "mamba_
 _MOE = {"n_routed_experts", "num_local_experts", "n_shared_experts", "moe_intermediate_size",
         "moe_shared_expert_intermediate_size", "moe_latent_size", "moe_shared_expert_overlap", "num_experts_per_tok",
         "routed_scaling_factor", "n_group", "topk_group", "norm_topk_prob"}
-_OTHER_INERT = {"use_mamba_kernels", "mamba_ssm_cache_dtype", "num_logits_to_keep", "num_nextn_predict_layers",
+# hidden_act: the hub's files write relu2 beside mlp_hidden_act; neither transformers' nor the hub's code reads it
+_OTHER_INERT = {"hidden_act", "auto_map", "use_mamba_kernels", "mamba_ssm_cache_dtype", "num_logits_to_keep", "num_nextn_predict_layers",
                 "mtp_layers_block_type", "mtp_hybrid_override_pattern", "mamba_proj_bias", "expand", "mamba_expand"}
 _MAPPED = {"vocab_size", "hidden_size", "num_hidden_layers", "hybrid_override_pattern", "layers_block_type",
            "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings", "attention_bias",
            "sliding_window", "intermediate_size", "mlp_hidden_act", "mlp_bias", "ssm_state_size", "mamba_num_heads",
            "mamba_head_dim", "mamba_hidden_act", "n_groups", "conv_kernel", "use_conv_bias", "chunk_size",
-           "time_step_limit", "use_bias", "layer_norm_epsilon", "tie_word_embeddings", "rms_norm_eps"} | set(_ALIASES)
+           "time_step_limit", "use_bias", "layer_norm_epsilon", "tie_word_embeddings", "rms_norm_eps", "attention_head_dim"} | set(_ALIASES)
 
 
 def pattern(cfg: dict[str, Any]) -> str:
@@ -69,6 +70,16 @@ def pattern(cfg: dict[str, Any]) -> str:
     if types is None and n is not None and n != len(text):
         raise bad("num_hidden_layers", n, f"disagrees with the {len(text)} characters of hybrid_override_pattern")
     return text
+
+
+def _head_dim(cfg: dict[str, Any]) -> int:
+    """``head_dim`` (transformers 5) or the hub files' ``attention_head_dim`` (its remote code's name)."""
+    if "attention_head_dim" in cfg:
+        hd = integer(cfg, "attention_head_dim")
+        if "head_dim" in cfg and integer(cfg, "head_dim") != hd:
+            raise bad("attention_head_dim", hd, f"disagrees with head_dim {cfg['head_dim']}")
+        return hd
+    return integer(cfg, "head_dim", default=128)
 
 
 def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -111,7 +122,7 @@ def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         "name": str(cfg.get("_name_or_path") or "hf_nemotron_h")[:200] or "hf_nemotron_h",
         "architecture": "decoder", "task": "lm", "vocab_size": integer(cfg, "vocab_size", default=131072),
         "hidden_size": D, "n_heads": H, "n_kv_heads": integer(cfg, "num_key_value_heads", default=8),
-        "head_dim": integer(cfg, "head_dim", default=128), "mlp_hidden": integer(cfg, "intermediate_size", default=21504),
+        "head_dim": _head_dim(cfg), "mlp_hidden": integer(cfg, "intermediate_size", default=21504),
         "max_seq_len": integer(cfg, "max_position_embeddings", default=4096),
         "norm_eps": eps_of(cfg, eps_key, 1e-5), "tie_embeddings": flag(cfg, "tie_word_embeddings", False),
         "final_norm": True, "dropout": 0.0, "positional": "none", "norm": kind_for("norm", "rms_norm"),
