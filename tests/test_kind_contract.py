@@ -504,6 +504,8 @@ def test_no_kind_name_is_quoted_outside_its_own_module():
             if rel.startswith(EXEMPT):
                 continue
             for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if rel.startswith("backend/hf/") and line.startswith("MODEL_TYPES ="):
+                    continue  # Hugging Face model types (``mamba2``), not kind names
                 for m in pattern.finditer(line):
                     hits.append(f"{rel}:{lineno}: {m.group(0)}")
     assert not hits, "kind names quoted outside the kinds (ask the registry instead):\n" + "\n".join(hits)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ..errors import DesignError
-from . import decoders, deepseek, encdec, gpt_oss, llama, qwen3_next, qwen_moe
+from . import decoders, deepseek, encdec, gpt_oss, jamba, llama, mamba2, nemotron_h, qwen3_next, qwen_moe
 from .common import bad
 
 
@@ -44,6 +44,9 @@ FAMILIES: list[Family] = [
     Family(encdec.MODEL_TYPES, encdec.import_config, encdec.map_weights, encdec.WEIGHT_TYPES),
     Family(qwen3_next.MODEL_TYPES, qwen3_next.import_config, qwen3_next.map_weights),
     Family(decoders.MODEL_TYPES, decoders.import_config, decoders.map_weights, takes_config=True),  # olmo2, gpt_neox, gemma, phi3, gemma3
+    Family(mamba2.MODEL_TYPES, mamba2.import_config, mamba2.map_weights),
+    Family(nemotron_h.MODEL_TYPES, nemotron_h.import_config, nemotron_h.map_weights),
+    Family(jamba.MODEL_TYPES, jamba.import_config, jamba.map_weights),
 ]
 
 

@@ -243,6 +243,7 @@ KINDS: list[AttentionKind] = [
             "chunk_size": P("int", 64, "chunk length of the chunked (training) scan", 1, 1 << 16),
         },
         label="Mamba (selective scan)", abbrev="MAMBA", color="#B5542B", aliases=("MAMBA",),
+        roles=("selective_scan",),
     ),
     GatedDeltaNetKind(
         "gated_deltanet", "attention", "backend.nn.gated_deltanet:GatedDeltaNet",
