@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ..errors import DesignError
-from . import deepseek, encdec, gpt_oss, llama, qwen3_next, qwen_moe
+from . import deepseek, encdec, encoders, gpt_oss, llama, qwen3_next, qwen_moe
 from .common import bad
 
 
@@ -42,6 +42,7 @@ FAMILIES: list[Family] = [
     Family(deepseek.MODEL_TYPES, deepseek.import_config, deepseek.map_weights),
     Family(encdec.MODEL_TYPES, encdec.import_config, encdec.map_weights, encdec.WEIGHT_TYPES),
     Family(qwen3_next.MODEL_TYPES, qwen3_next.import_config, qwen3_next.map_weights),
+    Family(encoders.MODEL_TYPES, encoders.import_config, encoders.map_weights),  # bert, roberta (issue 12)
 ]
 
 
