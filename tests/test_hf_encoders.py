@@ -30,6 +30,9 @@ REAL = {
     "roberta-base": ("roberta", dict(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                                      intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1,
                                      hidden_act="gelu", layer_norm_eps=1e-5, pad_token_id=1)),
+    "bart-base": ("bart", dict(vocab_size=50265, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+                               decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072,
+                               max_position_embeddings=1024, activation_function="gelu", scale_embedding=False)),
 }
 SEQ2SEQ = ("bart",)
 
@@ -111,6 +114,10 @@ def _ours_with(model_type: str, design: dict, hf) -> torch.nn.Module:
     model = build_model(design, device="cpu").eval()
     model.load_state_dict(map_state_dict(model_type, hf.state_dict()), strict=True)
     return model
+
+
+BART_TINY = dict(vocab_size=61, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                 decoder_attention_heads=4, encoder_ffn_dim=96, decoder_ffn_dim=80, max_position_embeddings=24)
 
 
 @pytest.mark.parametrize("case", ["bert", "roberta"])
@@ -212,9 +219,49 @@ def test_standalone_export_runs_a_bert_like_design(tmp_path):
 # Presets with the published counts
 
 
-@pytest.mark.parametrize("preset, label", [("bert_base", "bert-base-uncased")])
+@pytest.mark.parametrize("preset, label", [("bert_base", "bert-base-uncased"), ("bart_base", "bart-base")])
 def test_preset_counts_equal_transformers(preset, label):
     model_type, kw = REAL[label]
     hf = hf_meta(model_type, hf_config(model_type, **kw))
     plan = resolve_plan(load_preset(preset))
     assert param_stats(plan)["total"] == sum(p.numel() for p in hf.parameters())
+
+
+def test_bart_logits_equal_with_hf_weights():
+    cfg, hf = _random_hf("bart", BART_TINY)
+    design = import_hf(as_file_dict(cfg))
+    model = _ours_with("bart", design, hf)
+    g = torch.Generator().manual_seed(1)
+    src, tgt = torch.randint(3, 61, (2, 11), generator=g), torch.randint(3, 61, (2, 9), generator=g)
+    src_mask = torch.ones(2, 11, dtype=torch.bool)
+    src_mask[1, 8:] = False  # padded source tokens
+    with torch.no_grad():
+        ref = hf(input_ids=src, attention_mask=src_mask.long(), decoder_input_ids=tgt).logits
+        got = model(src, tgt, mask=src_mask).output
+    assert got.shape == ref.shape
+    assert (got - ref).abs().max().item() < 1e-4, (got - ref).abs().max().item()
+    # cached decoding (positions from the offset at the step's absolute position) equals the full forward
+    with torch.no_grad():
+        cache = model.new_cache(2, 9)
+        memory = model.encode(src, src_mask)
+        steps = [model.forward_one_step(tgt[:, :4], cache, memory=memory, memory_mask=src_mask)]
+        steps += [model.forward_one_step(tgt[:, i:i + 1], cache) for i in range(4, 9)]
+    assert (torch.cat(steps, 1) - ref).abs().max().item() < 1e-4
+
+
+def test_bart_nonzero_final_logits_bias_is_refused():
+    cfg, hf = _random_hf("bart", BART_TINY)
+    state = dict(hf.state_dict())
+    state["final_logits_bias"] = torch.ones_like(state["final_logits_bias"])
+    with pytest.raises(DesignError, match="final_logits_bias"):
+        map_state_dict("bart", state)
+
+
+@pytest.mark.parametrize("key, value", [("scale_embedding", True), ("normalize_before", True), ("decoder_attention_heads", 2),
+                                        ("activation_function", "tanh"), ("add_final_layer_norm", True)])
+def test_unmappable_bart_fields_are_errors_naming_them(key, value):
+    cfg = as_file_dict(hf_config("bart", **BART_TINY))
+    cfg[key] = value
+    with pytest.raises(DesignError) as exc:
+        import_hf(cfg)
+    assert key in str(exc.value)
