@@ -26,6 +26,10 @@ _MODEL_KEYS = (
 )
 
 
+# encoder models (BERT / RoBERTa / BART; issue 12): design fields copied as they are
+ENCODER_KEYS = ("embed_norm", "type_vocab_size", "position_offset", "head_transform", "head_bias")
+
+
 def is_model_config(obj: Any) -> bool:
     """True for a model config dict (as opposed to a design dict)."""
     return isinstance(obj, dict) and "stacks" in obj and "hidden_size" in obj
@@ -47,6 +51,9 @@ def model_config(source: Source) -> dict[str, Any]:
     cfg["head_rescale"] = d.head_rescale
     cfg["parallel_residual"], cfg["embed_scale"] = d.parallel_residual, d.embed_scale  # issue 12 decoders
     cfg["parallel_shared_norm"], cfg["norm_bias"] = d.parallel_shared_norm, d.norm_bias
+    # encoder models (BERT / RoBERTa / BART; issue 12)
+    for key in ENCODER_KEYS:
+        cfg[key] = getattr(d, key)
     stacks: dict[str, Any] = {}
     for name, sp in plan.stacks.items():
         layers = []

@@ -263,6 +263,17 @@ class Design(_Frozen):
     norm_bias: Optional[bool] = Field(None, description="shift of the norms: null = as `bias`; true / false for the "
                                       "norms alone (Falcon: LayerNorm biases, linear layers without)")
     # ---- end decoder building blocks ----
+    # ---- encoder models: BERT / RoBERTa / BART / ModernBERT embeddings and MLM head (issue 12) ----
+    embed_norm: bool = Field(False, description="a norm (the model's `norm` kind) on the summed input embeddings, "
+                             "one per stack (BERT, Devlin et al. 2019, arXiv 1810.04805; BART's layernorm_embedding)")
+    type_vocab_size: int = Field(0, ge=0, le=MAX_VOCAB, description="token-type (segment) embeddings added to the "
+                                 "input, 0 = none (BERT: 2, RoBERTa: 1)")
+    position_offset: int = Field(0, ge=0, le=MAX_SEQ, description="learned positions: position p reads row p + offset "
+                                 "of a (max_seq_len + offset)-row table (RoBERTa / BART: 2, after padding_idx 1)")
+    head_transform: bool = Field(False, description="token head: dense D->D (+bias with `bias`), `activation`, then the "
+                                 "model's norm before the vocabulary projection (BERT's MLM head transform)")
+    head_bias: bool = Field(False, description="a bias on the token head's vocabulary logits (BERT / RoBERTa MLM)")
+    # ---- end encoder-model block ----
     layers: Optional[Stack] = None
     encoder: Optional[Stack] = None
     decoder: Optional[Stack] = None
@@ -319,6 +330,7 @@ class Design(_Frozen):
             raise _err(["expansion_ratio"], f"FFN width {self.ffn_hidden} exceeds {1 << 20}")
         self._check_encdec_fields()
         self._check_decoder_blocks()
+        self._check_encoder_fields()
         return self
 
     def _check_decoder_blocks(self) -> None:
@@ -336,6 +348,18 @@ class Design(_Frozen):
                                                  f"got {self.norm_placement!r}")
         if self.embed_scale and self.vocab_size is None:
             raise _err(["embed_scale"], "scales token embeddings and needs vocab_size, got feature inputs (input_dim)")
+
+
+    def _check_encoder_fields(self) -> None:
+        """Encoder-model options (BERT / RoBERTa / BART): each needs what it applies to."""
+        if self.position_offset and not POSITIONAL[self.positional].table:
+            raise _err(["position_offset"], f"shifts a learned position table and needs positional 'learned', "
+                                            f"got {self.position_offset} with positional {self.positional!r}")
+        if self.type_vocab_size and self.vocab_size is None:
+            raise _err(["type_vocab_size"], f"adds token-type embeddings to token inputs and needs vocab_size, got {self.type_vocab_size}")
+        for key in ("head_transform", "head_bias"):
+            if getattr(self, key) and self.task not in TOKEN_TASKS:
+                raise _err([key], f"only applies to token-predicting tasks (lm, mlm, seq2seq); got task {self.task!r}")
 
     def _check_encdec_fields(self) -> None:
         """positional_params against the positional kind's schema and check; head_rescale needs a token head."""

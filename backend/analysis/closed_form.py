@@ -54,7 +54,9 @@ def norm_flops(design: Any, kind: str, b: int, s: int) -> float:
 def head_flops(design: Any, b: int, s: int) -> float:
     """Output head: LM/MLM/seq2seq project every position to the vocabulary."""
     if design.task in TOKEN_TASKS:
-        return 2 * b * s * design.hidden_size * design.vocab_size
+        # BERT's head transform (head_transform) adds a D x D dense layer
+        transform = 2 * b * s * design.hidden_size ** 2 if getattr(design, "head_transform", False) else 0
+        return 2 * b * s * design.hidden_size * design.vocab_size + transform
     return 0.0
 
 

@@ -5,12 +5,12 @@
   model.parameters())`` gives for the whole model.
 * ``executed``: a shared layer counted every time it runs (the weights a
   forward pass touches, summed per executed layer).
-* ``embedding``: token embedding (or the feature input projection) plus
+* ``embedding``: token embedding (or the feature input projection), token-type embeddings, plus
   learned positions and score-bias tables (T5's), the model's or each stack's; a tied head is the same tensor and is not counted again.
   ``non_embedding = total - embedding`` (Kaplan et al. 2020, arXiv 2001.08361,
   section 2.1), which includes an untied output head.
 * ``components``: attention (self + cross), mlp, norm (per-layer and final
-  norms), embeddings, head (untied only), other (flow-speed parameters and
+  norms, embedding norms), embeddings, head (untied weight, logit bias, head transform), other (flow-speed parameters and
   anything a block holds outside its sublayers).
 """
 from __future__ import annotations
@@ -52,9 +52,12 @@ def param_stats(plan: Plan) -> dict[str, Any]:
     skel = parts.skeleton(cfg)
     embed_ids = {id(p) for p in skel.embed.parameters()}
     # positions: the model's module, or one per stack (positional_per_stack)
-    embedding = parts.unique_numel([skel.embed, skel.pos] + [st.pos for st in skel.stacks.values()])
-    head = sum(p.numel() for p in skel.head.parameters() if id(p) not in embed_ids)
-    final_norm = sum(parts.unique_numel(st.final_norm) for st in skel.stacks.values() if st.final_norm is not None)
+    embedding = parts.unique_numel([skel.embed, skel.pos, skel.type_embed] + [st.pos for st in skel.stacks.values()])
+    # the head: its untied weight, a logit bias and BERT's head transform (encoder models, issue 12)
+    head = sum(p.numel() for m in (skel.head, skel.head_transform) if m is not None
+               for p in m.parameters() if id(p) not in embed_ids)
+    # final norms and the norms on the input embeddings (embed_norm)
+    final_norm = sum(parts.unique_numel([st.final_norm, st.embed_norm]) for st in skel.stacks.values())
     flow = sum(parts.unique_numel(st.flow) for st in skel.stacks.values())
 
     comp = {k: 0 for k in COMPONENTS}
@@ -82,7 +85,7 @@ def param_stats(plan: Plan) -> dict[str, Any]:
         "embedding": embedding,
         "non_embedding": total - embedding,
         "head": head,
-        "tied_head": head == 0 and cfg["task"] in ("lm", "mlm", "seq2seq"),
+        "tied_head": bool(cfg["tie_embeddings"]) and cfg["task"] in ("lm", "mlm", "seq2seq"),
         "components": comp,
         "per_unique_layer": per_unique,
         "per_executed_layer": per_executed,

@@ -130,8 +130,14 @@ def closed_form_params(plan: Any) -> int:
     n = (d.vocab_size or d.input_dim or 0) * d.hidden_size + POSITIONAL[d.positional].param_count(d)
     if not d.tied:
         n += d.hidden_size * (d.vocab_size if d.task in TOKEN_TASKS else (d.output_dim or 0))
+    # encoder models (issue 12): token types, embedding norms, head transform, logit bias
+    n += d.type_vocab_size * d.hidden_size
+    n += d.embed_norm * len(plan.stacks) * NORM[d.norm].param_count(d)
+    if d.head_transform:
+        n += d.hidden_size * (d.hidden_size + d.bias) + NORM[d.norm].param_count(d)
+    n += d.head_bias * (d.vocab_size or 0)
     for sp in plan.stacks.values():
-        n += NORM[d.norm].param_count(d)  # final norm
+        n += NORM[d.norm].param_count(d) if d.final_norm else 0  # final norm
         for layer in sp.unique:
             n += ATTENTION[layer.attention].param_count(d, layer.config["attention"], causal=layer.causal)
             n += MLP[layer.mlp].param_count(d, layer.config["mlp"])

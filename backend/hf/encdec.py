@@ -1,5 +1,4 @@
-"""Encoder-decoder models: t5 (T5 1.0, T5 v1.1 / flan-t5). bart is not imported yet (it needs learned
-positions with an offset and an embedding LayerNorm per stack, and an embedding scale).
+"""Encoder-decoder models: t5 (T5 1.0, T5 v1.1 / flan-t5) and bart.
 
 T5 (Raffel et al. 2020, arXiv 1910.10683): pre-norm blocks with RMSNorm without a
 bias (``T5LayerNorm``: ``x * rsqrt(mean(x^2) + eps) * w``, this project's ``rms``);
@@ -15,6 +14,14 @@ Tying: transformers 4 files say ``tie_word_embeddings`` (v1.1: false, with an ow
 writes the rescale as ``scale_decoder_outputs``; a file with that key is read the
 transformers-5 way (tied, rescaled as it says).
 
+BART (Lewis et al. 2019, arXiv 1910.13461; ``BartForConditionalGeneration``): post-norm blocks with
+biases everywhere and a dense FFN (GELU); learned positions numbered from 2 (``position_offset``: a
+table of max_position_embeddings + 2 rows), one table per stack (``positional_per_stack``); a LayerNorm
+on each stack's summed embeddings (``layernorm_embedding``: ``embed_norm``); no final norm; the word
+embedding shared by both stacks and the tied head. ``final_logits_bias`` is a buffer (zeros in the
+public checkpoints, not a parameter); a checkpoint whose buffer is not zero is refused. Embedding
+scaling (``scale_embedding``, mBART-style) and pre-norm variants are errors.
+
 The rules every importer follows are in ``backend/hf/__init__.py``.
 """
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 
 from .common import INERT, bad, integer, kind_for
 
-MODEL_TYPES = ("t5",)
+MODEL_TYPES = ("t5", "bart")
 WEIGHT_TYPES = MODEL_TYPES
 
 _T5_KEYS = {"vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
@@ -122,9 +129,73 @@ def _t5(cfg: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     return design
 
 
+# ---- bart (issue 12) ----
+_BART_KEYS = {"vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+              "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "activation_function",
+              "max_position_embeddings", "scale_embedding", "num_hidden_layers",
+              # transformers-3 era flags, checked below
+              "normalize_before", "add_final_layer_norm", "normalize_embedding", "static_position_embeddings",
+              "extra_pos_embeddings", "add_bias_logits",
+              # inert: dropout, init, generation settings
+              "activation_dropout", "encoder_layerdrop", "decoder_layerdrop", "init_std", "classifier_dropout",
+              "classif_dropout", "forced_eos_token_id", "forced_bos_token_id", "num_labels", "gradient_checkpointing",
+              "no_repeat_ngram_size", "num_beams", "early_stopping", "length_penalty", "max_length", "min_length",
+              "force_bos_token_to_be_generated", "output_past"}
+_BART_ACT = {"gelu": ("gelu", None), "relu": ("relu", None), "silu": ("silu", None), "swish": ("silu", None),
+             "gelu_new": ("gelu", "GELU's tanh approximation (gelu_new) computed as exact GELU")}
+_BART_FIXED = {"normalize_before": False, "add_final_layer_norm": False, "normalize_embedding": True,
+               "static_position_embeddings": False, "extra_pos_embeddings": 2, "add_bias_logits": False,
+               "scale_embedding": False}
+
+
+def _bart(cfg: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    _known(cfg, _BART_KEYS, "bart")
+    _encdec_checks(cfg)
+    for key, want in _BART_FIXED.items():
+        if key in cfg and cfg[key] != want:
+            raise bad(key, cfg[key], f"is not supported for bart (only {want!r}: BART-base/large's architecture)")
+    if cfg.get("tie_word_embeddings", True) is not True:
+        raise bad("tie_word_embeddings", cfg["tie_word_embeddings"], "bart is imported with its tied head")
+    act = cfg.get("activation_function", "gelu")
+    if act not in _BART_ACT:
+        raise bad("activation_function", act, f"is not supported (supported: {', '.join(_BART_ACT)})")
+    activation, note = _BART_ACT[act]
+    if note:
+        notes.append(note)
+    D = integer(cfg, "d_model", default=1024)
+    H = integer(cfg, "encoder_attention_heads", default=16)
+    if integer(cfg, "decoder_attention_heads", default=16) != H:
+        raise bad("decoder_attention_heads", cfg["decoder_attention_heads"], f"must equal encoder_attention_heads {H}")
+    if D % H:
+        raise bad("encoder_attention_heads", H, f"must divide d_model {D}")
+    n_enc = integer(cfg, "encoder_layers", default=12)
+    if "num_hidden_layers" in cfg and cfg["num_hidden_layers"] != n_enc:
+        raise bad("num_hidden_layers", cfg["num_hidden_layers"], f"must equal encoder_layers {n_enc}")
+    ffn_enc = integer(cfg, "encoder_ffn_dim", default=4096)
+    ffn_dec = integer(cfg, "decoder_ffn_dim", default=4096)
+    dec: dict[str, Any] = {"n_layers": integer(cfg, "decoder_layers", default=12),
+                           "attention": kind_for("attention", "full"), "mlp": kind_for("mlp", "dense")}
+    if ffn_dec != ffn_enc:
+        dec["params"] = {"mlp": {"hidden": ffn_dec}}
+    return {
+        "name": str(cfg.get("_name_or_path") or "hf_bart")[:200] or "hf_bart",
+        "architecture": "encoder_decoder", "task": "seq2seq", "vocab_size": integer(cfg, "vocab_size", default=50265),
+        "hidden_size": D, "n_heads": H, "mlp_hidden": ffn_enc, "activation": activation,
+        "max_seq_len": integer(cfg, "max_position_embeddings", default=1024),
+        "positional": kind_for("positional", "learned_table"), "position_offset": 2, "positional_per_stack": True,
+        "norm": kind_for("norm", "layer_norm"), "norm_placement": "post", "norm_eps": 1e-5,  # nn.LayerNorm's default
+        "bias": True, "qkv_bias": True, "tie_embeddings": True, "final_norm": False, "dropout": 0.0,
+        "embed_norm": True,
+        "encoder": {"n_layers": n_enc, "attention": kind_for("attention", "full"), "mlp": kind_for("mlp", "dense")},
+        "decoder": dec,
+    }
+
+
 def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """(design dict without its description, approximations) for a t5 config."""
+    """(design dict without its description, approximations) for a t5 or bart config."""
     notes: list[str] = []
+    if config.get("model_type") == "bart":
+        return _bart(dict(config), notes), notes
     return _t5(dict(config), notes), notes
 
 
@@ -190,7 +261,53 @@ def _map_t5(hf_state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_BART_LAYER = {"self_attn.q_proj": "attn.q_proj", "self_attn.k_proj": "attn.k_proj", "self_attn.v_proj": "attn.v_proj",
+               "self_attn.out_proj": "attn.o_proj", "self_attn_layer_norm": "attn_norm",
+               "encoder_attn.q_proj": "cross.q_proj", "encoder_attn.k_proj": "cross.k_proj",
+               "encoder_attn.v_proj": "cross.v_proj", "encoder_attn.out_proj": "cross.o_proj",
+               "encoder_attn_layer_norm": "cross_norm", "fc1": "mlp.fc1", "fc2": "mlp.fc2", "final_layer_norm": "mlp_norm"}
+
+
+def _map_bart(hf_state: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for orig, t in hf_state.items():
+        name = orig[len("model."):] if orig.startswith("model.") else orig
+        ours = None
+        if name == "shared.weight":
+            ours = "embed.weight"
+        elif name in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
+            out.setdefault("embed.weight", t)  # the shared embedding under the stacks' names
+            continue
+        elif name == "lm_head.weight":
+            ours = "head.weight"
+        elif name == "final_logits_bias":  # a buffer, zeros in the public checkpoints
+            if not getattr(t, "is_meta", False) and bool(t.any()):
+                raise bad(orig, tuple(t.shape), "is not zero; a logit bias buffer is not modelled for bart")
+            continue
+        else:
+            stack, _, rest = name.partition(".")
+            module, _, leaf = rest.rpartition(".")
+            if stack in ("encoder", "decoder") and leaf in ("weight", "bias"):
+                if module == "embed_positions" and leaf == "weight":
+                    ours = f"stacks.{stack}.pos.weight"
+                elif module == "layernorm_embedding":
+                    ours = f"stacks.{stack}.embed_norm.{leaf}"
+                else:
+                    parts = module.split(".", 2)
+                    if len(parts) == 3 and parts[0] == "layers" and parts[1].isdigit() and parts[2] in _BART_LAYER:
+                        if not (stack == "encoder" and parts[2].startswith("encoder_attn")):
+                            ours = f"stacks.{stack}.blocks.{parts[1]}.{_BART_LAYER[parts[2]]}.{leaf}"
+        if ours is None:
+            raise bad(orig, tuple(t.shape), "has no counterpart in this project's model")
+        out[ours] = t
+    if "head.weight" not in out and "embed.weight" in out:
+        out["head.weight"] = out["embed.weight"]  # tied: HF may leave lm_head out of the state dict
+    return out
+
+
 def map_weights(model_type: str, hf_state: dict[str, Any]) -> dict[str, Any]:
-    """Our state dict from a Hugging Face t5 one; every input name must map (else a DesignError)."""
+    """Our state dict from a Hugging Face t5 or bart one; every input name must map (else a DesignError)."""
+    if model_type == "bart":
+        return _map_bart(hf_state)
     return _map_t5(hf_state)
 

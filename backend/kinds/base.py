@@ -294,7 +294,11 @@ class PositionalKind(KindInfo):
 
     def param_count(self, model: Any) -> int:
         """Parameters of the positional module(s) of the whole model (``positional_per_stack``: one per stack)."""
-        return model.max_seq_len * model.hidden_size if self.table else 0
+        if not self.table:
+            return 0
+        # a table of max_seq_len + position_offset rows (RoBERTa / BART), one per stack with positional_per_stack
+        rows = model.max_seq_len + getattr(model, "position_offset", 0)
+        return rows * model.hidden_size * (len(model.stacks()) if getattr(model, "positional_per_stack", False) else 1)
 
 
 # ---------------------------------------------------------------------------

@@ -29,6 +29,11 @@ of every default; :data:`CONFIG_KEYS` lists them)::
     embed_scale               token embeddings times sqrt(hidden_size) (Gemma)
     parallel_shared_norm      parallel_residual with one norm feeding both branches (GPT-J, Falcon-7B)
     norm_bias                 null: norms have a shift when ``bias``; else true / false for the norms alone (Falcon)
+    embed_norm                a norm (kind ``norm``) on the summed input embeddings, one per stack (BERT, BART)
+    type_vocab_size           token-type embedding rows added to the input (0 = none; BERT 2, RoBERTa 1)
+    position_offset           learned positions: position p reads row p + offset (RoBERTa, BART: 2)
+    head_transform            token head: Linear(D, D) [bias with ``bias``], activation, norm, then the logits
+    head_bias                 a bias on the token logits (BERT / RoBERTa MLM head)
     stacks: {"layers" | "encoder" | "decoder": {
         causal: bool,         decoder stacks are causal
         cross: bool,          has a cross-attention sub-block (decoder of encoder_decoder)
@@ -76,7 +81,10 @@ State-dict names::
                               .mlp_norm|mlp|mlp_post_norm            *_post_norm: pre_post
     stacks.<stack>.flow.speed | stacks.<stack>.flow.predictor.<j>.{0,2}.*
     stacks.<stack>.final_norm.*                    cfg final_norm (each stack)
-    head.weight [head.bias]                        lm heads have no bias; task heads do
+    type_embed.weight                              token-type embeddings (type_vocab_size)
+    stacks.<stack>.embed_norm.*                    cfg embed_norm (each stack)
+    head_transform.dense.* | head_transform.norm.* cfg head_transform
+    head.weight [head.bias]                        token heads: a bias only with head_bias; task heads have one
 
 Heads: lm / mlm / seq2seq -> token logits (B, S, V), weight tied to
 ``embed.weight`` when ``tie_embeddings``; regression / classification ->
@@ -107,7 +115,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from .common import REGISTRY, LayerContext
+from .common import ACTIVATIONS, REGISTRY, LayerContext
 
 TOKEN_TASKS = ("lm", "mlm", "seq2seq")
 POOLED_TASKS = ("regression", "classification", "cluster_centers")
@@ -123,6 +131,8 @@ CONFIG_KEYS = (
     "positional_params", "positional_per_stack", "head_rescale",
     # decoder building blocks (OLMo 2, GPT-NeoX, Gemma; issue 12)
     "parallel_residual", "embed_scale", "parallel_shared_norm", "norm_bias",
+    # encoder models (BERT, RoBERTa, BART, ModernBERT; issue 12)
+    "embed_norm", "type_vocab_size", "position_offset", "head_transform", "head_bias",
 )
 
 
@@ -158,7 +168,10 @@ def layer_context(cfg: dict[str, Any], *, causal: bool = True, index: int = 0, n
 
 def positional_module(cfg: dict[str, Any]) -> nn.Module:
     """The model's positional module (the model holds one, or each stack one with ``positional_per_stack``)."""
-    ctx = layer_context(cfg).with_params({**cfg["positional_params"], "kind": cfg["positional"]})
+    params = {**cfg["positional_params"], "kind": cfg["positional"]}
+    if cfg["position_offset"]:  # learned positions shifted by an offset (RoBERTa, BART)
+        params["offset"] = cfg["position_offset"]
+    ctx = layer_context(cfg).with_params(params)
     return lookup("positional", cfg["positional"])(ctx)
 
 
@@ -336,6 +349,8 @@ class Stack(nn.Module):
             if not getattr(cls, "scales_branch", False):  # rezero has nothing to normalise with
                 self.final_norm = cls(norm_context(cfg, layer_context(cfg, causal=self.causal, params={"kind": cfg["norm"]})))
         self.checkpointing = bool(cfg["gradient_checkpointing"])
+        # encoder models (issue 12): the norm on this stack's summed input embeddings (BERT, BART)
+        self.embed_norm = lookup("norm", cfg["norm"])(layer_context(cfg, params={"kind": cfg["norm"]})) if cfg["embed_norm"] else None
 
     @property
     def depth(self) -> int:
@@ -388,6 +403,26 @@ class ModelCache:
 
 
 # ---------------------------------------------------------------------------
+# Encoder models (issue 12)
+
+
+class HeadTransform(nn.Module):
+    """BERT's MLM head transform (Devlin et al. 2019, arXiv 1810.04805; ``BertPredictionHeadTransform``,
+    RoBERTa's and ModernBERT's ``lm_head`` / ``head`` too): ``norm(act(dense(h)))`` before the logits; the
+    dense layer has a bias when the model has biases, the norm is the model's ``norm`` kind."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        super().__init__()
+        d = cfg["hidden_size"]
+        self.dense = nn.Linear(d, d, bias=bool(cfg["bias"]))
+        self.act = cfg["activation"]
+        self.norm = lookup("norm", cfg["norm"])(layer_context(cfg, params={"kind": cfg["norm"]}))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.norm(ACTIVATIONS[self.act](self.dense(h)))
+
+
+# ---------------------------------------------------------------------------
 # The model
 
 
@@ -414,6 +449,13 @@ class Transformer(nn.Module):
             raise ValueError("set vocab_size (tokens) or input_dim (features)")
         # one positional module for the model, or (positional_per_stack) one in each stack
         self.pos = None if cfg["positional_per_stack"] else positional_module(cfg)
+        # token-type (segment) embeddings (BERT, Devlin et al. 2019, arXiv 1810.04805, section 3.2)
+        self.type_embed = None
+        if cfg["type_vocab_size"]:
+            w = torch.empty(cfg["type_vocab_size"], d)
+            if not w.is_meta:
+                nn.init.normal_(w, 0.0, cfg["init_std"])
+            self.type_embed = nn.Embedding(cfg["type_vocab_size"], d, _weight=w)
         self.drop = nn.Dropout(cfg["dropout"])
         expected = ["encoder", "decoder"] if self.architecture == "encoder_decoder" else ["layers"]
         if sorted(cfg["stacks"]) != sorted(expected):
@@ -424,7 +466,9 @@ class Transformer(nn.Module):
         if task in TOKEN_TASKS:
             if not cfg.get("vocab_size"):
                 raise ValueError(f"task {task!r} predicts tokens and needs vocab_size")
-            self.head = nn.Linear(d, cfg["vocab_size"], bias=False)
+            # BERT's MLM head (Devlin et al. 2019): a transform, then tied logits with their own bias
+            self.head_transform = HeadTransform(cfg) if cfg["head_transform"] else None
+            self.head = nn.Linear(d, cfg["vocab_size"], bias=bool(cfg["head_bias"]))
             if cfg["tie_embeddings"]:
                 self.head.weight = self.embed.weight
         elif task in PER_TOKEN_TASKS or task in ("regression", "classification"):
@@ -433,17 +477,27 @@ class Transformer(nn.Module):
             self.head = nn.Linear(d, cfg["output_dim"] * cfg["input_dim"])
         else:
             raise ValueError(f"unknown task {task!r}")
+        if task not in TOKEN_TASKS:
+            self.head_transform = None
 
     # ---- pieces ---------------------------------------------------------------------
     @property
     def decoding_stack(self) -> Stack:
         return self.stacks["decoder" if self.architecture == "encoder_decoder" else "layers"]
 
-    def _embed(self, x: torch.Tensor, start_pos: int = 0, stack: str | None = None) -> torch.Tensor:
-        """Tokens (B, S) long or features (B, S, input_dim) -> (B, S, D), with the positions of ``stack``."""
+    def _embed(self, x: torch.Tensor, start_pos: int = 0, stack: str | None = None,
+               token_types: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens (B, S) long or features (B, S, input_dim) -> (B, S, D), with the positions of ``stack``.
+
+        ``token_types`` (B, S) long: token-type ids (``type_vocab_size``; default all 0, as BERT's)."""
         h = self.embed(x)
         if self.cfg["embed_scale"] and self.cfg.get("vocab_size"):  # Gemma: embeddings times sqrt(D)
             h = h * torch.tensor(self.cfg["hidden_size"] ** 0.5, dtype=h.dtype)
+        if self.type_embed is not None:
+            if token_types is None:
+                h = h + self.type_embed.weight[0].to(h.dtype)
+            else:
+                h = h + self.type_embed(token_types).to(h.dtype)
         pos = self.stacks[stack].pos if stack is not None and self.pos is None else self.pos
         if getattr(pos, "additive", False):
             s = h.shape[1]
@@ -451,6 +505,9 @@ class Transformer(nn.Module):
                 raise ValueError(f"positions up to {start_pos + s} exceed max_seq_len {self.cfg['max_seq_len']} (learned positions)")
             positions = torch.arange(start_pos, start_pos + s, device=h.device)
             h = h + pos(positions).to(h.dtype)
+        norm = self.stacks[stack].embed_norm if stack is not None else None
+        if norm is not None:
+            h = norm(h)
         return self.drop(h)
 
     def _head(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -466,10 +523,13 @@ class Transformer(nn.Module):
             return out
         if self.cfg["head_rescale"] and self.task in TOKEN_TASKS:  # T5: the tied head sees h / sqrt(D)
             h = h * self.cfg["hidden_size"] ** -0.5
+        if self.head_transform is not None:
+            h = self.head_transform(h)
         return self.head(h)
 
-    def _encode(self, src: torch.Tensor, src_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.stacks["encoder"](self._embed(src, stack="encoder"), padding_mask=src_mask, pos=self.pos)
+    def _encode(self, src: torch.Tensor, src_mask: torch.Tensor | None,
+                token_types: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.stacks["encoder"](self._embed(src, stack="encoder", token_types=token_types), padding_mask=src_mask, pos=self.pos)
 
     # ---- public API -----------------------------------------------------------------
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -488,21 +548,22 @@ class Transformer(nn.Module):
         return ModelOutput(self._head(h, tgt_mask), aux, h)
 
     def forward(self, x: torch.Tensor, tgt: torch.Tensor | None = None, *, mask: torch.Tensor | None = None,
-                tgt_mask: torch.Tensor | None = None) -> ModelOutput:
+                tgt_mask: torch.Tensor | None = None, token_types: torch.Tensor | None = None) -> ModelOutput:
         """Encoder / decoder: ``forward(x, mask=...)``; encoder_decoder: ``forward(src, tgt, mask=src_mask, tgt_mask=...)``.
 
-        ``x``: tokens (B, S) or features (B, S, input_dim); masks (B, S) bool, True = real token.
+        ``x``: tokens (B, S) or features (B, S, input_dim); masks (B, S) bool, True = real token;
+        ``token_types`` (B, S) long: token-type ids of ``x`` (``type_vocab_size``, default 0).
         """
         if self.architecture == "encoder_decoder":
             if tgt is None:
                 raise ValueError("an encoder_decoder model needs forward(src, tgt)")
-            memory, aux_enc = self._encode(x, mask)
+            memory, aux_enc = self._encode(x, mask, token_types)
             out = self.decode(tgt, memory, tgt_mask=tgt_mask, memory_mask=mask)
             out.aux_loss = out.aux_loss + aux_enc
             return out
         if tgt is not None:
             raise ValueError(f"tgt only applies to encoder_decoder models, not {self.architecture!r}")
-        h, aux = self.stacks["layers"](self._embed(x, stack="layers"), padding_mask=mask, pos=self.pos)
+        h, aux = self.stacks["layers"](self._embed(x, stack="layers", token_types=token_types), padding_mask=mask, pos=self.pos)
         return ModelOutput(self._head(h, mask), aux, h)
 
     # ---- incremental decoding ---------------------------------------------------------
@@ -609,6 +670,8 @@ class Transformer(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         if exclude_embedding:
             n -= self.embed.weight.numel()
+            if self.type_embed is not None:
+                n -= self.type_embed.weight.numel()
             for pos in [self.pos] + [st.pos for st in self.stacks.values()]:
                 if isinstance(getattr(pos, "weight", None), torch.Tensor):
                     n -= pos.weight.numel()

@@ -19,17 +19,23 @@ from .common import LayerContext, register
 
 @register("positional", "learned")
 class LearnedPositions(nn.Module):
-    """Learned absolute position table (max_seq_len, D) (Radford et al. 2019, GPT-2)."""
+    """Learned absolute position table (max_seq_len, D) (Radford et al. 2019, GPT-2).
+
+    With the model's ``position_offset`` k (``ctx.params["offset"]``) the table has max_seq_len + k rows
+    and position p reads row p + k: RoBERTa (Liu et al. 2019, arXiv 1907.11692) and BART (Lewis et al.
+    2019, arXiv 1910.13461) start at padding_idx + 1 = 2. (RoBERTa numbers only non-padding tokens; with
+    right padding, every real token gets the same row here.)"""
 
     additive = True
 
     def __init__(self, ctx: LayerContext):
         super().__init__()
         self.max_seq_len = ctx.max_seq_len
+        self.offset = int(ctx.params.get("offset", 0))
         # torch.empty, not nn.Embedding's normal_ init: normal_ on the meta device
         # imports torch._dynamo (~1 s, DESIGN.md section 5); the model's
         # init_weights() fills it for real builds.
-        self.weight = nn.Parameter(torch.empty(ctx.max_seq_len, ctx.hidden_size))
+        self.weight = nn.Parameter(torch.empty(ctx.max_seq_len + self.offset, ctx.hidden_size))
         if not self.weight.is_meta:
             with torch.no_grad():
                 self.weight.normal_(0.0, ctx.init_std)
@@ -40,7 +46,7 @@ class LearnedPositions(nn.Module):
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         # the model checks start_pos + S <= max_seq_len before calling
-        return self.weight[positions]  # (S, D)
+        return self.weight[positions + self.offset if self.offset else positions]  # (S, D)
 
 
 @register("positional", "sinusoidal")

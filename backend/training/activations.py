@@ -273,12 +273,19 @@ def _model_level(mkey: str, skey: str, batch: int, seq: int, dtype: str) -> dict
     # The embedding and the loss are written out instead of run: on meta their kernels import
     # torch._dynamo / torch._refs (1-3 s); tests/test_training_plan.py checks both against real tensors.
     embed = batch * seq * 8 if cfg.get("vocab_size") else batch * seq * cfg["input_dim"] * elem  # indices / Linear input
-    if getattr(skel.pos, "additive", False) and isinstance(getattr(skel.pos, "weight", None), torch.nn.Parameter):
+    pos = skel.pos if skel.pos is not None else next(iter(skel.stacks.values())).pos  # the model's or a stack's
+    if getattr(pos, "additive", False) and isinstance(getattr(pos, "weight", None), torch.nn.Parameter):
         embed += seq * 8  # a learned table looks its positions up: the index tensor is saved
     if cfg.get("dropout", 0) > 0:
         embed += batch * seq * d  # the dropout mask, one byte per element
+    if cfg.get("type_vocab_size"):
+        embed += batch * seq * 8  # token-type ids, looked up like the tokens (BERT)
     n_embed = 2 if cfg["architecture"] == "encoder_decoder" else 1  # source and target
     out = {"embedding_bytes": n_embed * embed}
+    for st in skel.stacks.values():  # the norm on each stack's summed embeddings (embed_norm: BERT, BART)
+        if st.embed_norm is not None:
+            out["embedding_bytes"] += measure(lambda st=st: st.embed_norm(
+                torch.empty(batch, seq, d, device="meta", dtype=dt, requires_grad=True)))
     final = 0
     decoding = "decoder" if "decoder" in skel.stacks else "layers"
     for name, st in skel.stacks.items():
