@@ -70,7 +70,9 @@ def meta_params(design) -> int:
 _SCALE_PARAMS = {"hidden": 96, "num_param_tokens": 16, "nb_features": 32, "modes": 8, "window": 8, "prefix_len": 4,
                  # MoE width / experts and MLA sizes (deepseek_v2_lite: 64 experts, kv_lora_rank 512)
                  "shared_hidden": 96, "num_experts": 8, "q_lora_rank": 32, "kv_lora_rank": 32, "qk_nope_head_dim": 16,
-                 "qk_rope_head_dim": 8, "v_head_dim": 16}
+                 "qk_rope_head_dim": 8, "v_head_dim": 16,
+                 # SSM sizes (nemotron_h_8b: 8 groups of Mamba-2 heads; jamba_v0_1: dt_rank 256)
+                 "head_dim": 16, "n_groups": 2, "d_state": 16, "dt_rank": 8}
 
 
 def _scale_params(obj):

@@ -34,7 +34,7 @@ HEADLINE = ("name", "architecture", "task", "vocab_size", "hidden_size", "n_head
 STACK_HEADLINE = ("n_layers", "attention", "mlp")
 STACK_KEYS = ("layers", "encoder", "decoder")
 # Stack fields that describe how layers are assigned; the resolved form replaces them by `explicit`.
-ASSIGNMENT_KEYS = ("params", "pattern", "string", "rules", "explicit")
+ASSIGNMENT_KEYS = ("params", "pattern", "string", "hybrid_override_pattern", "rules", "explicit")
 
 
 def _merge_headline(full: dict[str, Any], compact: dict[str, Any], keep: tuple[str, ...]) -> dict[str, Any]:
