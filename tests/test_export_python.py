@@ -345,7 +345,7 @@ def test_unused_helpers_go_with_their_classes():
     _, funcs, assigns = _top_level(rendered("llama2_7b"))
     # mlp.py's MoE-expert factory and squared ReLU serve nothing in a swiglu decoder
     assert not {"make_mlp", "relu2", "linear"} & funcs
-    assert not {"MLP_CLASSES", "ACTIVATIONS"} & set(assigns)
+    assert "MLP_CLASSES" not in assigns  # (ACTIVATIONS stays: model.py's HeadTransform, always kept, reads it)
     assert {"ffn_width", "rope_cos_sin", "apply_rope", "repeat_kv", "add_qkvo"} <= funcs
     assert "GATES" in assigns
     # mixtral keeps the expert factory; its class table names only the classes kept
