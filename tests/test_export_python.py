@@ -72,7 +72,9 @@ _SCALE_PARAMS = {"hidden": 96, "num_param_tokens": 16, "nb_features": 32, "modes
                  "shared_hidden": 96, "num_experts": 8, "q_lora_rank": 32, "kv_lora_rank": 32, "qk_nope_head_dim": 16,
                  "qk_rope_head_dim": 8, "v_head_dim": 16,
                  # SSM sizes (nemotron_h_8b: 8 groups of Mamba-2 heads; jamba_v0_1: dt_rank 256)
-                 "head_dim": 16, "n_groups": 2, "d_state": 16, "dt_rank": 8}
+                 "head_dim": 16, "n_groups": 2, "d_state": 16, "dt_rank": 8,
+                 # qwen3_next_80b_a3b: top-10 routing, 16 / 32 Gated DeltaNet heads of 128
+                 "top_k": 2, "num_key_heads": 2, "num_value_heads": 4, "key_head_dim": 16, "value_head_dim": 16}
 
 
 def _scale_params(obj):

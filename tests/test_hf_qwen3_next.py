@@ -160,3 +160,8 @@ def test_mtp_weights_are_skipped_and_unknown_names_refused():
     assert map_state_dict("qwen3_next", {"mtp.fc.weight": torch.zeros(2, 2)}) == {}
     with pytest.raises(DesignError, match="model.layers.0.linear_attn.extra"):
         map_state_dict("qwen3_next", {"model.layers.0.linear_attn.extra": torch.zeros(2)})
+
+
+def test_preset_qwen3_next_80b_a3b_count():
+    """presets/qwen3_next_80b_a3b.yaml (written from the import of the public config) = transformers' model."""
+    assert param_stats(resolve_plan(load_design("qwen3_next_80b_a3b")))["total"] == QWEN3_NEXT_80B_PARAMS
