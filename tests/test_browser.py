@@ -54,6 +54,12 @@ def _wait_metric_change(page, label: str, old: str, timeout: float = 30) -> str:
     raise AssertionError(f"metric {label!r} stayed {old!r}")
 
 
+def _plotly_ready(page) -> None:
+    """Wait until plotly.js has drawn the first chart's data (it renders after the script run ends)."""
+    page.wait_for_function("() => { const p = document.querySelector('[data-testid=\"stPlotlyChart\"] "
+                           ".js-plotly-plot'); return p && p.data && p.data.length > 0; }")
+
+
 def test_paint_edit_download(server, browser, tmp_path):
     from backend.share import encode_design
     from backend.spec import parse_design_text
@@ -68,17 +74,27 @@ def test_paint_edit_download(server, browser, tmp_path):
     _wait_idle(page)
     params0 = _metric(page, "Parameters (unique)")
 
-    # -- box-select the first layers on the grid (box select is the figure's default drag mode)
+    # -- box-select the first layers on the grid (box select is the figure's default drag mode); plotly.js draws
+    # the grid after the script finishes, so wait for its data first (a drag on an empty plot selects nothing)
+    _plotly_ready(page)
     drag = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first
     bb = drag.bounding_box()
     assert bb, "the grid's plot area is not visible"
-    page.mouse.move(bb["x"] + bb["width"] * 0.01, bb["y"] + bb["height"] * 0.03)
-    page.mouse.down()
-    page.mouse.move(bb["x"] + bb["width"] * 0.45, bb["y"] + bb["height"] * 0.30, steps=12)
-    page.mouse.up()
-    page.get_by_text("executed layers selected").first.wait_for()
-    _wait_idle(page)
-    sel = page.locator("p").filter(has_text="executed layers selected").first.inner_text()
+    sel_text = page.locator("p").filter(has_text="executed layers selected").first
+    for _ in range(2):  # the selection event reaches the server asynchronously: wait for a nonzero count
+        page.mouse.move(bb["x"] + bb["width"] * 0.01, bb["y"] + bb["height"] * 0.03)
+        page.mouse.down()
+        page.mouse.move(bb["x"] + bb["width"] * 0.45, bb["y"] + bb["height"] * 0.30, steps=12)
+        page.mouse.up()
+        page.get_by_text("executed layers selected").first.wait_for()
+        _wait_idle(page)
+        try:
+            page.wait_for_function("() => [...document.querySelectorAll('p')].some(p => "
+                                   "/^[1-9][0-9]* executed layers selected/.test(p.innerText))", timeout=10_000)
+            break
+        except Exception:  # noqa: BLE001 - drag again once; the assert below reports the count
+            _plotly_ready(page)
+    sel = sel_text.inner_text()
     assert int(sel.split()[0]) >= 2, sel
 
     # -- brush: spectral attention, then paint
