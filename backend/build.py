@@ -51,6 +51,7 @@ def model_config(source: Source) -> dict[str, Any]:
     cfg["head_rescale"] = d.head_rescale
     cfg["parallel_residual"], cfg["embed_scale"] = d.parallel_residual, d.embed_scale  # issue 12 decoders
     cfg["parallel_shared_norm"], cfg["norm_bias"] = d.parallel_shared_norm, d.norm_bias
+    cfg["logit_softcap"] = d.logit_softcap
     # encoder models (BERT / RoBERTa / BART; issue 12)
     for key in ENCODER_KEYS:
         cfg[key] = getattr(d, key)

@@ -262,6 +262,8 @@ class Design(_Frozen):
                                        "x + attn(norm(x)) + mlp(norm(x)) (GPT-J, Falcon-7B)")
     norm_bias: Optional[bool] = Field(None, description="shift of the norms: null = as `bias`; true / false for the "
                                       "norms alone (Falcon: LayerNorm biases, linear layers without)")
+    logit_softcap: float = Field(0.0, ge=0.0, le=1e4, description="final-logit soft-cap of the token head: "
+                                 "cap * tanh(logits / cap), 0 = off (Gemma 2, Gemma Team 2024, arXiv 2408.00118)")
     # ---- end decoder building blocks ----
     # ---- encoder models: BERT / RoBERTa / BART / ModernBERT embeddings and MLM head (issue 12) ----
     embed_norm: bool = Field(False, description="a norm (the model's `norm` kind) on the summed input embeddings, "
@@ -348,6 +350,9 @@ class Design(_Frozen):
                                                  f"got {self.norm_placement!r}")
         if self.embed_scale and self.vocab_size is None:
             raise _err(["embed_scale"], "scales token embeddings and needs vocab_size, got feature inputs (input_dim)")
+        if self.logit_softcap and self.task not in TOKEN_TASKS:
+            raise _err(["logit_softcap"], f"caps token logits and needs a token task (lm, mlm, seq2seq); "
+                                          f"got {self.logit_softcap} with task {self.task!r}")
 
 
     def _check_encoder_fields(self) -> None:

@@ -384,7 +384,7 @@ _CUSTOM = {
     # residual and partial rotary with a layer's own theta; Gemma's embedding scale and tanh GeGLU
     "olmo2_blocks": ({"norm": "rms", "norm_placement": "post_sublayer", "layers": {"n_layers": 2, "mlp": "mlp", "params": {
         "attention": {"qk_norm": True, "qk_norm_over": "projection"}}}}, {"_Marker", "RoPE", "RMSNorm", "SelfSDPA", "KVCache", "DenseMLP"}),
-    "neox_gemma_blocks": ({"parallel_residual": True, "embed_scale": True, "layers": {"n_layers": 2, "mlp": "geglu", "params": {
+    "neox_gemma_blocks": ({"parallel_residual": True, "embed_scale": True, "logit_softcap": 2.0, "layers": {"n_layers": 2, "mlp": "geglu", "params": {
         "attention": {"rotary_fraction": 0.5, "rope_theta": 500.0}, "mlp": {"gelu_approximate": "tanh"}}}},
         {"LayerNorm", "_Marker", "RoPE", "SelfSDPA", "KVCache", "GatedMLP"}),
     "falcon_blocks": ({"parallel_residual": True, "parallel_shared_norm": True, "norm_bias": True},

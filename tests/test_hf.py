@@ -105,10 +105,10 @@ def test_gemma2_v4_alternation_matches_layer_types():
     assert import_hf(v4) == import_hf(v5)
     windows = {r["params"]["attention"]["window"]: r["when"]["layer_idx"] for r in import_hf(v5)["layers"]["rules"]}
     assert windows == {4096: list(range(0, 26, 2))}
-    _, notes = import_hf_notes(v5)
-    assert any("sqrt(hidden_size)" in n for n in notes) and any("soft-cap 30.0" in n for n in notes)
-    with pytest.raises(DesignError, match="exact import refused"):
-        import_hf(v5, exact=True)
+    design, notes = import_hf_notes(v5)  # embedding scale, logit soft-cap and tanh GeGLU are all modelled
+    assert notes == [] and import_hf(v5, exact=True) == design
+    assert design["embed_scale"] and design["logit_softcap"] == 30.0
+    assert design["layers"]["params"]["mlp"] == {"gelu_approximate": "tanh"}
 
 
 @pytest.mark.parametrize("field, value, match", [
@@ -179,6 +179,10 @@ LOGIT_CASES = {
     "mixtral": dict(TINY, num_local_experts=4, num_experts_per_tok=2),
     "gpt2": dict(vocab_size=61, n_embd=32, n_layer=2, n_head=4, n_positions=64, activation_function="gelu",
                  bos_token_id=0, eos_token_id=0),
+    # sandwich norms with 1 + w gains, sqrt(D) embedding scale, attention and final-logit soft-caps (small, so
+    # they bite), tanh GeGLU, sliding layers shorter than the sequence, head_dim != hidden / heads
+    "gemma2": dict(TINY, head_dim=16, sliding_window=3, query_pre_attn_scalar=16, attn_logit_softcapping=2.0,
+                   final_logit_softcapping=3.0, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True),
 }
 
 
@@ -202,7 +206,7 @@ def test_logits_equal_with_hf_weights(model_type):
     assert got.shape == ref.shape
     assert (got - ref).abs().max().item() < 1e-4, (got - ref).abs().max().item()
     # KV cache bytes per token: HF's own cache after the forward, against our prediction (fp32)
-    if model_type != "mistral":  # a sliding cache keeps only the window
+    if model_type not in ("mistral", "gemma2"):  # a sliding cache keeps only the window
         with torch.no_grad():
             cache = hf(tokens, use_cache=True).past_key_values
         held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))

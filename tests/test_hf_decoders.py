@@ -126,7 +126,7 @@ LOGIT_CASES = {
     "phi3": dict(TINY, sliding_window=5),
     "gemma3_text": dict(TINY, head_dim=24, query_pre_attn_scalar=20, sliding_window=4, tie_word_embeddings=True,
                         layer_types=["sliding_attention", "full_attention"], rope_theta=1000000.0,
-                        rope_local_base_freq=10000.0),
+                        rope_local_base_freq=10000.0, final_logit_softcapping=4.0),
     "falcon": dict(vocab_size=61, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, multi_query=True,
                    ffn_hidden_size=96, max_position_embeddings=64, tie_word_embeddings=False),  # MQA, one shared norm
     "falcon-new": dict(vocab_size=61, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_kv_heads=2,
@@ -221,6 +221,8 @@ def test_gpt_neox_weights_need_the_config():
     ({"parallel_shared_norm": True}, None, "parallel_shared_norm"),
     ({"parallel_shared_norm": True, "parallel_residual": True, "norm_placement": "pre_post"}, None, "parallel_shared_norm"),
     ({"norm_bias": "yes"}, None, "norm_bias"),
+    ({"logit_softcap": 30.0, "task": "regression", "output_dim": 1, "tie_embeddings": False}, None, "logit_softcap"),
+    ({"logit_softcap": -1.0}, None, "logit_softcap"),
     ({"layers": {"n_layers": 1, "params": {"attention": {"rotary_fraction": 0.4}}}}, None, "rotary_fraction"),
     ({"positional": "none", "layers": {"n_layers": 1, "params": {"attention": {"rope_theta": 5.0}}}}, None, "rope_theta"),
     ({"layers": {"n_layers": 1, "params": {"attention": {"qk_norm_over": "both"}}}}, None, "qk_norm_over"),

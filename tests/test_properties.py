@@ -147,6 +147,8 @@ def designs(draw) -> dict:
         "tie_embeddings": draw(st.booleans()),
         "embed_scale": draw(st.booleans()),
     }
+    if data["task"] in ("lm", "mlm", "seq2seq"):
+        data["logit_softcap"] = draw(st.sampled_from([0.0, 0.5, 30.0]))
     if arch != "encoder_decoder" and data["norm_placement"] != "post":
         data["parallel_residual"] = draw(st.booleans())
         if data["parallel_residual"] and data["norm_placement"] == "pre":

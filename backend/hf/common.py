@@ -43,6 +43,16 @@ def integer(cfg: dict[str, Any], key: str, *, default: Any = None, lo: int = 1) 
     return value
 
 
+def softcap(cfg: dict[str, Any], key: str = "final_logit_softcapping") -> float:
+    """A soft-cap value (null / 0 = off) as the design's float; anything else non-positive is an error."""
+    value = cfg.get(key)
+    if value is None or value == 0:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1e4:
+        raise bad(key, value, "must be null or a number in (0, 10000]")
+    return float(value)
+
+
 def rope_theta(cfg: dict[str, Any]) -> float:
     """``rope_theta`` (transformers 4) or ``rope_parameters`` (5, possibly one per layer type); scaling is an error."""
     params = cfg.get("rope_parameters")

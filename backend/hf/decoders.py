@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import INERT, bad, integer, kind_for, layer_windows, rope_theta
+from .common import INERT, bad, integer, kind_for, layer_windows, rope_theta, softcap
 from .llama import _DENSE_ACTS
 
 MODEL_TYPES = ("olmo2", "gpt_neox", "gemma", "phi3", "gemma3_text", "falcon")
@@ -92,8 +92,6 @@ def _checks(cfg: dict[str, Any], mt: str, head_dim: int, notes: list[str]) -> No
         if cfg.get("attn_logit_softcapping") is not None:
             raise bad("attn_logit_softcapping", cfg["attn_logit_softcapping"], "Gemma 3 attention soft-capping is not "
                       "supported (null expected)")
-        if cfg.get("final_logit_softcapping"):
-            notes.append(f"final-logit soft-cap {cfg['final_logit_softcapping']}")
     if mt in ("gemma", "gemma3_text") and cfg.get("hidden_act") not in (None, cfg.get("hidden_activation")):
         if mt == "gemma3_text" or cfg.get("hidden_activation") is not None:
             raise bad("hidden_act", cfg["hidden_act"], "must match hidden_activation")
@@ -246,7 +244,7 @@ def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if mt in ("gemma", "gemma3_text"):
         design["embed_scale"] = True
     if mt == "gemma3_text":
-        design["norm_placement"] = "pre_post"
+        design.update(norm_placement="pre_post", logit_softcap=softcap(cfg))
         attn["qk_norm"] = True
         scalar = cfg.get("query_pre_attn_scalar", head_dim)
         if isinstance(scalar, bool) or not isinstance(scalar, (int, float)) or not scalar > 0:

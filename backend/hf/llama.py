@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import INERT, bad, integer, kind_for, layer_windows, put_windows, rope_theta
+from .common import INERT, bad, integer, kind_for, layer_windows, put_windows, rope_theta, softcap
 
 # Per model type: the config keys holding each design size (transformers' own attribute_map names).
 _LLAMA_KEYS = {"vocab_size": "vocab_size", "hidden_size": "hidden_size", "n_layers": "num_hidden_layers",
@@ -36,7 +36,7 @@ _TYPES: dict[str, tuple[dict[str, str], set[str], bool]] = {
                               "hidden_act", "attention_bias"}, True),
 }
 MODEL_TYPES = tuple(_TYPES)
-WEIGHT_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "gpt2")
+WEIGHT_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "gpt2", "gemma2")
 
 # activation name -> (GLU role or dense activation, approximation note or None)
 _GLU_ACTS = {"silu": ("gated_silu", None), "swish": ("gated_silu", None), "gelu": ("gated_gelu", None),
@@ -69,10 +69,6 @@ def _notes_and_checks(cfg: dict[str, Any], mt: str, notes: list[str]) -> None:
                        f"attention scaling other than 1/sqrt(head_dim={head_dim}) is not supported")
         if cfg.get("hidden_act") not in (None, cfg.get("hidden_activation")):
             raise bad("hidden_act", cfg["hidden_act"], "must match hidden_activation")
-        notes.append("embedding scaled by sqrt(hidden_size)")
-        if cfg.get("final_logit_softcapping"):
-            notes.append(f"final-logit soft-cap {cfg['final_logit_softcapping']}")
-        notes.append("RMSNorm gain stored as 1 + w (a reparametrisation; map_state_dict adds the 1)")
 
 
 def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -107,7 +103,8 @@ def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if act not in table:
         raise bad(keys["act"], act, f"is not a supported activation (supported: {', '.join(table)})")
     act_mapped, act_note = table[act]
-    if act_note:
+    tanh_glu = mt == "gemma2" and act == "gelu_pytorch_tanh"  # the GeGLU kind runs the tanh GELU itself
+    if act_note and not tanh_glu:
         notes.append(act_note)
     tie = cfg.get("tie_word_embeddings", tie_default)
     if not isinstance(tie, bool):
@@ -137,7 +134,9 @@ def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if mt == "qwen3":
         attn_params["qk_norm"] = True
     if mt == "gemma2":
-        design["norm_placement"] = "pre_post"
+        design.update(norm_placement="pre_post", embed_scale=True, logit_softcap=softcap(cfg))
+        if tanh_glu:
+            stack["params"] = {"mlp": {"gelu_approximate": "tanh"}}
         cap = cfg.get("attn_logit_softcapping")
         if cap:
             stack["attention"] = kind_for("attention", "softcap")
@@ -167,6 +166,10 @@ _GPT2_LAYER = {  # GPT-2's Conv1D stores (in, out): transposed on the way
     "mlp.c_fc.weight": "mlp.fc1.weight", "mlp.c_fc.bias": "mlp.fc1.bias",
     "mlp.c_proj.weight": "mlp.fc2.weight", "mlp.c_proj.bias": "mlp.fc2.bias",
 }
+# Gemma 2 (pre_post sandwich norms; RMSNorm gains stored as w and applied as 1 + w: the map adds the 1)
+_GEMMA2_LAYER = {**_LLAMA_LAYER, "post_attention_layernorm.weight": "attn_post_norm.weight",
+                 "pre_feedforward_layernorm.weight": "mlp_norm.weight",
+                 "post_feedforward_layernorm.weight": "mlp_post_norm.weight"}
 
 
 def map_weights(model_type: str, hf_state: dict[str, Any]) -> dict[str, Any]:
@@ -185,7 +188,7 @@ def map_weights(model_type: str, hf_state: dict[str, Any]) -> dict[str, Any]:
         elif name == "wpe.weight":
             out["pos.weight"] = t
         elif name in ("norm.weight", "ln_f.weight", "ln_f.bias"):
-            out["stacks.layers.final_norm." + name.split(".")[-1]] = t
+            out["stacks.layers.final_norm." + name.split(".")[-1]] = t + 1 if model_type == "gemma2" else t
         elif name == "lm_head.weight":
             out["head.weight"] = t
         elif name.startswith(("layers.", "h.")) and name.split(".")[1].isdigit():
@@ -203,6 +206,8 @@ def map_weights(model_type: str, hf_state: dict[str, Any]) -> dict[str, Any]:
                     continue  # GPT-2's causal-mask buffers
                 else:
                     raise bad(orig, tuple(t.shape), "has no counterpart in this project's model")
+            elif model_type == "gemma2" and rest in _GEMMA2_LAYER:
+                out[pre + _GEMMA2_LAYER[rest]] = t + 1 if "layernorm" in rest else t
             elif rest in _LLAMA_LAYER:
                 out[pre + _LLAMA_LAYER[rest]] = t
             elif model_type == "mixtral" and rest.startswith("block_sparse_moe."):  # transformers 4's name

@@ -27,6 +27,7 @@ of every default; :data:`CONFIG_KEYS` lists them)::
     head_rescale              scale the last hidden state by hidden_size**-0.5 before a token head (T5)
     parallel_residual         attention and MLP read the same block input (GPT-J, GPT-NeoX)
     embed_scale               token embeddings times sqrt(hidden_size) (Gemma)
+    logit_softcap             token logits -> cap * tanh(logits / cap), 0 = off (Gemma 2 / 3)
     parallel_shared_norm      parallel_residual with one norm feeding both branches (GPT-J, Falcon-7B)
     norm_bias                 null: norms have a shift when ``bias``; else true / false for the norms alone (Falcon)
     embed_norm                a norm (kind ``norm``) on the summed input embeddings, one per stack (BERT, BART)
@@ -130,7 +131,7 @@ CONFIG_KEYS = (
     # encoder-decoder models (T5, BART; issue 12)
     "positional_params", "positional_per_stack", "head_rescale",
     # decoder building blocks (OLMo 2, GPT-NeoX, Gemma; issue 12)
-    "parallel_residual", "embed_scale", "parallel_shared_norm", "norm_bias",
+    "parallel_residual", "embed_scale", "parallel_shared_norm", "norm_bias", "logit_softcap",
     # encoder models (BERT, RoBERTa, BART, ModernBERT; issue 12)
     "embed_norm", "type_vocab_size", "position_offset", "head_transform", "head_bias",
 )
@@ -525,7 +526,11 @@ class Transformer(nn.Module):
             h = h * self.cfg["hidden_size"] ** -0.5
         if self.head_transform is not None:
             h = self.head_transform(h)
-        return self.head(h)
+        logits = self.head(h)
+        cap = self.cfg.get("logit_softcap") or 0.0
+        if cap and self.task in TOKEN_TASKS:  # Gemma 2 / 3: cap * tanh(logits / cap)
+            logits = torch.tanh(logits / cap) * cap
+        return logits
 
     def _encode(self, src: torch.Tensor, src_mask: torch.Tensor | None,
                 token_types: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
