@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("design")
     s.add_argument("--scaled", action="store_true", help="run the width-scaled smoke when the full model exceeds the budget")
     s.add_argument("--budget-gb", type=float, default=None, help="memory budget in GiB (default: a safe fraction of free RAM)")
+    s.add_argument("--seq-len", type=int, default=None, help="sequence length to run (default min(max_seq_len, 32)); "
+                   "a length the model refuses (past a learned position table) is an error")
     s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("probe", help="train designs briefly on a recall / copy / text probe and compare")

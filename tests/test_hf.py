@@ -239,3 +239,8 @@ def test_mixtral_transformers_4_weight_names_map_the_same():
 def test_unknown_weight_names_are_errors():
     with pytest.raises(DesignError, match="model.layers.0.self_attn.rotary"):
         map_state_dict("llama", {"model.layers.0.self_attn.rotary.weight": torch.zeros(2)})
+
+
+def test_preset_qwen3_8b_count():
+    """presets/qwen3_8b.yaml (written from the import of the public config) = the published count = transformers'."""
+    assert param_stats(resolve_plan(load_design("qwen3_8b")))["total"] == REAL["Qwen3-8B"][1]

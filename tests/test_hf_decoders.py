@@ -232,3 +232,13 @@ def test_bad_values_are_one_line_errors_naming_the_field(field, value, match):
     with pytest.raises(DesignError, match=match) as err:
         resolve_plan(load_design({**base, **field}))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("preset, label", [("olmo2_7b", "OLMo-2-7B"), ("pythia_1_4b", "Pythia-1.4B"),
+                                           ("gemma3_1b", "Gemma-3-1B")])
+def test_preset_counts_equal_transformers(preset, label):
+    """presets/<preset>.yaml (written from the import of the public config) = transformers' own model."""
+    model_type, kw = REAL[label]
+    with torch.device("meta"):
+        hf = causal_lm(hf_config(model_type, **kw))
+    assert param_stats(resolve_plan(load_design(preset)))["total"] == sum(p.numel() for p in hf.parameters())

@@ -364,3 +364,33 @@ def test_smoke_refuses_a_huge_valid_design_fast_and_small():
         smoke_test(design, budget_bytes=2**30)
     assert time.process_time() - t0 < 30  # generous bound: it is closed-form arithmetic (~1 s here)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 400 * 1024  # KiB: no 5 GB meta build
+
+
+def test_seq_len_runs_that_length_and_refuses_what_the_model_refuses(repo_root, tmp_path):
+    """--seq-len: a rotary design runs past 32 positions (the checks see that length); a learned table of
+    max_seq_len rows refuses a longer run with a one-line error naming seq_len, before anything is built."""
+    rotary = {"name": "r", "hidden_size": 16, "n_heads": 2, "vocab_size": 37, "max_seq_len": 48,
+              "layers": {"n_layers": 1}}
+    r = smoke_test(rotary, seq_len=40)
+    assert r.passed and r.seq_len == 40 and r.warnings == []
+    r = smoke_test(rotary, seq_len=56)  # rotary extrapolates: it runs, with the analysis' warning
+    assert r.passed and r.seq_len == 56 and any("max_seq_len 48" in w for w in r.warnings)
+    learned = {**rotary, "positional": "learned"}
+    with pytest.raises(DesignError, match="seq_len") as err:
+        smoke_test(learned, seq_len=49)
+    assert "48" in str(err.value) and "\n" not in str(err.value)
+    # the model itself refuses that length: the independent reference for the refusal
+    import torch
+    from backend.build import build_model
+    with pytest.raises(ValueError, match="max_seq_len"):
+        build_model(learned, device="cpu")(torch.zeros(1, 49, dtype=torch.long))
+    for bad in (0, 10**6, "7"):
+        with pytest.raises(DesignError, match="seq_len"):
+            smoke_test(rotary, seq_len=bad)
+    path = tmp_path / "learned.json"
+    path.write_text(json.dumps(learned))
+    out = subprocess.run([sys.executable, "-m", "backend", "smoke", str(path), "--seq-len", "64"], cwd=repo_root,
+                         capture_output=True, text=True, timeout=120)
+    errors = [line for line in out.stderr.splitlines() if not line.startswith("[")]  # progress lines start with [
+    assert out.returncode == 2 and len(errors) == 1 and "seq_len: 64 exceeds 48" in errors[0], out.stderr
+    assert "Traceback" not in out.stderr

@@ -11,7 +11,7 @@ width, experts, random features, parameter tokens and vocabulary, validated
 like any design. ``scaled=True`` runs that copy instead. Nothing is
 allocated before the decision, so a 70B request is refused in milliseconds.
 
-Checks (B = 2, S = min(max_seq_len, 32), float32, CPU): output shape per
+Checks (B = 2, S = min(max_seq_len, 32) or ``seq_len``, float32, CPU): output shape per
 task; finite outputs and loss; every parameter receives a gradient; in causal
 stacks, perturbing tokens from position S/2 on leaves the hidden states before
 S/2 unchanged (within ``CAUSALITY_RTOL`` of the activations' magnitude);
@@ -41,6 +41,7 @@ from ..errors import DesignError
 Progress = Callable[[str, float, str], None]
 BATCH = 2
 MAX_SMOKE_SEQ = 32
+MAX_SEQ_ARG = 4096  # --seq-len: the cached-decoding check runs one step per position
 SAFETY = 1.5  # temporaries, autograd bookkeeping, allocator slack
 DEFAULT_FRACTION = 0.5
 
@@ -83,6 +84,7 @@ class SmokeResult:
     peak_memory_bytes: int = 0
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    seq_len: int = 0  # the sequence length that ran (batch BATCH)
 
     @property
     def timings(self) -> dict[str, float]:
@@ -114,8 +116,25 @@ def available_bytes() -> int:
 # Estimate and scaling (no torch allocation)
 
 
-def smoke_shape(design: Any) -> tuple[int, int]:
-    return BATCH, min(design.max_seq_len, MAX_SMOKE_SEQ)
+def smoke_shape(design: Any, seq_len: int | None = None) -> tuple[int, int]:
+    """(batch, sequence) of the smoke run: ``seq_len`` when asked for, else min(max_seq_len, 32)."""
+    return BATCH, seq_len or min(design.max_seq_len, MAX_SMOKE_SEQ)
+
+
+def check_seq_len(plan: Any, seq_len: int | None) -> None:
+    """A DesignError on ``seq_len`` unless the real model runs that length (each kind states its own
+    limit: ``backend.plan.length_limits``); a smoke run past a learned table's rows is refused, not clamped."""
+    from ..plan import length_limits
+
+    if seq_len is None:
+        return
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 1 <= seq_len <= MAX_SEQ_ARG:
+        raise DesignError("seq_len", f"must be an integer in [1, {MAX_SEQ_ARG}] (the KV-cache check decodes every "
+                                     f"position), got {seq_len!r}")
+    for lim in length_limits(plan).values():
+        if lim and seq_len > lim[0]:
+            raise DesignError("seq_len", f"{seq_len} exceeds {lim[0]}, the longest sequence this model accepts "
+                                         f"({lim[1]}): the smoke test runs the real model and refuses that length")
 
 
 def closed_form_params(plan: Any) -> int:
@@ -147,12 +166,12 @@ def closed_form_params(plan: Any) -> int:
     return n
 
 
-def estimate_bytes(plan: Any) -> int:
+def estimate_bytes(plan: Any, seq_len: int | None = None) -> int:
     """fp32 weights + grads + activations of the smoke batch, with a safety factor (closed forms only)."""
     from . import memory
 
     n = closed_form_params(plan)
-    b, s = smoke_shape(plan.design)
+    b, s = smoke_shape(plan.design, seq_len)
     act = memory.activations(plan, s, b, "fp32", fused_attention=False, checkpointing=False)["total_bytes"]
     return int(SAFETY * (8 * n + act))
 
@@ -295,8 +314,11 @@ class _Peak:
 
 
 def smoke_test(design: Any, *, budget_bytes: int | None = None, scaled: bool = False,
-               progress: Progress | None = None, seed: int = 0) -> SmokeResult:
-    """Run the smoke test (module docstring); raises :class:`SmokeRefused` over budget."""
+               progress: Progress | None = None, seed: int = 0, seq_len: int | None = None) -> SmokeResult:
+    """Run the smoke test (module docstring); raises :class:`SmokeRefused` over budget.
+
+    ``seq_len``: the sequence length to run (default min(max_seq_len, 32)); a length the real model
+    refuses (past a learned position table, a spectral filter's taps) is a DesignError on ``seq_len``."""
     from ..plan import resolve_plan
     from ..spec import load_design
 
@@ -305,8 +327,9 @@ def smoke_test(design: Any, *, budget_bytes: int | None = None, scaled: bool = F
     report("estimate", 0.0, "estimating memory")
     design = load_design(design)
     plan = resolve_plan(design)
+    check_seq_len(plan, seq_len)
     budget = budget_for(budget_bytes)
-    est = estimate_bytes(plan)
+    est = estimate_bytes(plan, seq_len)
     ran_scaled = False
     if est > budget or scaled:
         small = None
@@ -314,7 +337,7 @@ def smoke_test(design: Any, *, budget_bytes: int | None = None, scaled: bool = F
         for dh in (16, 8, 4, 2):
             cand = scaled_design(design, head_dim=dh)
             small_plan = resolve_plan(cand)
-            small_est = estimate_bytes(small_plan)
+            small_est = estimate_bytes(small_plan, seq_len)
             small = cand
             if small_est <= budget:
                 break
@@ -324,8 +347,14 @@ def smoke_test(design: Any, *, budget_bytes: int | None = None, scaled: bool = F
             raise SmokeRefused(est, budget, None, small_est, f"{design.name} (even the scaled copy needs ~{_gib(small_est)})")
         if est > budget or scaled:
             design, plan, est, ran_scaled = load_design(small), small_plan, small_est, True
-    result = SmokeResult(design.name, False, scaled=ran_scaled, design=design.to_dict(), estimate_bytes=est, budget_bytes=budget)
-    _run_checks(design, plan, result, report, seed)
+    result = SmokeResult(design.name, False, scaled=ran_scaled, design=design.to_dict(), estimate_bytes=est, budget_bytes=budget,
+                         seq_len=smoke_shape(design, seq_len)[1])
+    if seq_len is not None:
+        from ..plan import length_warning
+
+        if (warning := length_warning(plan, seq_len)) is not None:  # past max_seq_len, within what the model runs
+            result.warnings.append(warning)
+    _run_checks(design, plan, result, report, seed, seq_len)
     result.passed = all(c.passed for c in result.checks)
     result.seconds = time.perf_counter() - t_start
     report("done", 1.0, "passed" if result.passed else "failed: " + ", ".join(c.name for c in result.checks if not c.passed))
@@ -541,11 +570,12 @@ def _step(run: _Run, report: Progress, name: str, fraction: float, fn: Callable[
     return ok
 
 
-def _run_checks(design: Any, plan: Any, result: SmokeResult, report: Progress, seed: int) -> None:
+def _run_checks(design: Any, plan: Any, result: SmokeResult, report: Progress, seed: int,
+                seq_len: int | None = None) -> None:
     import torch
 
     torch.manual_seed(seed)
-    b, s = smoke_shape(design)
+    b, s = smoke_shape(design, seq_len)
     run = _Run(design, result, _Peak(), torch.Generator().manual_seed(seed), b, s)
     try:
         if not _step(run, report, "build", 0.05, _check_build):
@@ -575,7 +605,7 @@ def _run_checks(design: Any, plan: Any, result: SmokeResult, report: Progress, s
 
 def format_result(r: SmokeResult) -> str:
     lines = [f"smoke test {r.name}{' (width-scaled)' if r.scaled else ''}: {'PASSED' if r.passed else 'FAILED'}"
-             f" in {r.seconds:.2f} s; {r.params:,} parameters; peak memory +{_gib(r.peak_memory_bytes)}"
+             f" in {r.seconds:.2f} s; {r.params:,} parameters; batch {BATCH} x {r.seq_len} positions; peak memory +{_gib(r.peak_memory_bytes)}"
              f" (estimate {_gib(r.estimate_bytes)}, budget {_gib(r.budget_bytes)})"]
     for c in r.checks:
         mark = "n/a" if not c.applicable else "ok" if c.passed else "FAIL"
@@ -594,7 +624,8 @@ def cli_smoke(args: argparse.Namespace) -> int:
         print(f"[{fraction * 100:3.0f}%] {message}", file=sys.stderr, flush=True)
 
     try:
-        r = smoke_test(args.design, budget_bytes=budget, scaled=args.scaled, progress=progress)
+        r = smoke_test(args.design, budget_bytes=budget, scaled=args.scaled, progress=progress,
+                       seq_len=getattr(args, "seq_len", None))
     except SmokeRefused as exc:
         if args.json:
             print(json.dumps({"refused": True, "message": str(exc), "estimate_bytes": exc.estimate_bytes,
