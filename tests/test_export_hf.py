@@ -46,17 +46,32 @@ TINY = {
     "mixtral": tiny(layers={"mlp": "moe", "params": {"mlp": {"num_experts": 4, "top_k": 2}}}),
     "gpt2": tiny(n_kv_heads=None, positional="learned", norm="layer", bias=True, qkv_bias=True,
                  layers={"mlp": "mlp"}),
+    "gpt_neox": tiny(n_kv_heads=None, norm="layer", bias=True, qkv_bias=True, parallel_residual=True,
+                     layers={"mlp": "mlp", "params": {"attention": {"rotary_fraction": 0.5}}}),
+    "olmo2": tiny(norm_placement="post_sublayer", rope_theta=500000.0,
+                  layers={"params": {"attention": {"qk_norm": True, "qk_norm_over": "projection"}}}),
+    "gemma": tiny(embed_scale=True, head_dim=16, tie_embeddings=True,
+                  layers={"mlp": "geglu", "params": {"mlp": {"gelu_approximate": "tanh"}}}),
+    "gemma3_text": tiny(embed_scale=True, head_dim=16, tie_embeddings=True, norm_placement="pre_post",
+                        logit_softcap=3.0, rope_theta=1e6, layers={
+                            "n_layers": 3, "mlp": "geglu", "params": {"attention": {"qk_norm": True, "scale": 0.2},
+                                                                      "mlp": {"gelu_approximate": "tanh"}},
+                            "rules": [{"when": {"layer_idx": [0, 1]},
+                                       "params": {"attention": {"window": 4, "rope_theta": 10000.0}}}]}),
 }
 
 
 def hf_model(cfg: dict, device: str = "cpu"):
+    from test_hf_decoders import causal_lm  # Gemma 3's module needs a docstring workaround here
+
     conf = AutoConfig.for_model(**cfg)
     conf._attn_implementation = "eager"
     with torch.device(device):
-        return AutoModelForCausalLM.from_config(conf)
+        return causal_lm(conf)
 
 
-@pytest.mark.parametrize("preset", ["llama2_7b", "mistral_7b", "mixtral_8x7b", "gpt2_small"])
+@pytest.mark.parametrize("preset", ["llama2_7b", "mistral_7b", "mixtral_8x7b", "gpt2_small", "olmo2_7b",
+                                    "pythia_1_4b", "gemma3_1b"])
 def test_presets_export_to_transformers_own_model_with_equal_counts(preset):
     cfg = json.loads(export_text(preset, "hf"))
     theirs = sum(p.numel() for p in hf_model(cfg, "meta").parameters())
@@ -80,7 +95,7 @@ def test_tiny_designs_give_the_same_logits_in_transformers(model_type):
         for p in hf.parameters():
             p.copy_(torch.randn_like(p) * 0.3 + (1.0 if p.dim() == 1 else 0.0))
     model = build_model(design, device="cpu").eval()
-    model.load_state_dict(map_state_dict(model_type, hf.state_dict()), strict=True)
+    model.load_state_dict(map_state_dict(model_type, hf.state_dict(), cfg), strict=True)
     tokens = torch.randint(0, 61, (2, 9))
     with torch.no_grad():
         ref, got = hf(tokens).logits, model(tokens).output
@@ -95,6 +110,11 @@ def test_tiny_designs_give_the_same_logits_in_transformers(model_type):
      "layers.params.attention.window"),  # per-layer windows need qwen2 / qwen3
     (tiny(rope_theta=10000.0, norm_placement="post"), "norm_placement"),
     (tiny(layers={"params": {"attention": {"sinks": True}}}), "layers[0].attention.sinks"),
+    (tiny(layers={"mlp": "mlp"}), "norm"),  # a dense MLP with RMSNorm: neither gpt2 nor gpt_neox
+    (tiny(embed_scale=True, norm_placement="pre_post", layers={"mlp": "geglu", "params": {
+        "attention": {"qk_norm": True, "scale": 0.3}}}), "layers.params.attention.scale"),  # 0.3**-2 not an integer
+    (tiny(n_kv_heads=None, norm="layer", bias=True, qkv_bias=True, layers={"mlp": "mlp", "params": {"attention": {"qk_norm": True}}}),
+     "layers[0].attention.qk_norm"),  # GPT-NeoX has no QK-norm
 ])
 def test_designs_hf_cannot_hold_are_refused_naming_the_field(design, field):
     with pytest.raises(DesignError) as exc:

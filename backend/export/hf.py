@@ -9,7 +9,12 @@ attention kind and
   ``qwen3`` with per-head ``qk_norm`` (both take per-layer windows through
   ``layer_types``);
 * a mixture of gated-SiLU experts -> ``mixtral``;
-* a dense MLP, learned positions, LayerNorm and biases -> ``gpt2``.
+* a dense MLP, learned positions, LayerNorm and biases -> ``gpt2``; with rotary
+  positions (optionally partial, optionally a parallel residual) -> ``gpt_neox``;
+* norms after each sublayer (``norm_placement: post_sublayer``) -> ``olmo2``;
+* a scaled embedding (``embed_scale``) with a GeGLU -> ``gemma`` (pre-norm) or
+  ``gemma3_text`` (sandwich norms, per-head QK-norm, per-layer windows and a
+  local rotary base through ``layer_types`` / ``rope_local_base_freq``).
 
 Exactness is checked, not assumed: the config is imported back
 (``backend.hf.import_hf``) and the model configuration the project builds
@@ -62,8 +67,12 @@ def _family(d: Any, plan: Any) -> str:
     mlp, norm = mlps.pop(), norms.pop()
     pos = d.positional
     if _has_role("mlp", mlp, "dense"):
-        if not _has_role("positional", pos, "learned_table") or not _has_role("norm", norm, "layer_norm"):
-            raise _refuse("positional", pos, "a dense-MLP model exports as gpt2 (learned positions, LayerNorm)")
+        if not _has_role("norm", norm, "layer_norm"):
+            raise _refuse("norm", norm, "a dense-MLP model exports as gpt2 / gpt_neox (LayerNorm)")
+        if _has_role("positional", pos, "rotary"):
+            return "gpt_neox"
+        if not _has_role("positional", pos, "learned_table"):
+            raise _refuse("positional", pos, "a dense-MLP model exports as gpt2 (learned positions) or gpt_neox (rotary)")
         return "gpt2"
     if not _has_role("positional", pos, "rotary"):
         raise _refuse("positional", pos, "a gated-MLP model exports as llama / mistral / qwen (rotary positions)")
@@ -71,6 +80,10 @@ def _family(d: Any, plan: Any) -> str:
         raise _refuse("norm", norm, "llama-family models use RMSNorm")
     if _has_role("mlp", mlp, "experts"):
         return "mixtral"
+    if d.embed_scale and _has_role("mlp", mlp, "gated_gelu"):
+        return "gemma3_text" if d.norm_placement == "pre_post" else "gemma"
+    if d.norm_placement == "post_sublayer":
+        return "olmo2"
     if not _has_role("mlp", mlp, "gated_silu"):
         raise _refuse("layers.mlp", mlp, "llama-family models use a gated-SiLU MLP (SwiGLU)")
     attn = [layer.config["attention"] for layer in layers]
@@ -116,7 +129,7 @@ def hf_config(design: Any) -> dict[str, Any]:
             "activation_function": {"gelu": "gelu", "relu": "relu", "silu": "silu"}.get(d.activation, d.activation),
             "tie_word_embeddings": d.tied,
         }
-    else:
+    elif mt in ("llama", "mistral", "qwen2", "qwen3", "mixtral"):
         cfg = {
             "model_type": mt, "architectures": [f"{mt.capitalize()}ForCausalLM"],
             "vocab_size": d.vocab_size, "hidden_size": d.hidden_size, "num_hidden_layers": n,
@@ -131,7 +144,49 @@ def hf_config(design: Any) -> dict[str, Any]:
             cfg.update(num_local_experts=mlp_cfg.get("num_experts"), num_experts_per_tok=mlp_cfg.get("top_k"),
                        router_aux_loss_coef=mlp_cfg.get("aux_loss_weight"))
         _windows(cfg, mt, [a.get("window") or 0 for a in attn])
+    elif mt == "gpt_neox":
+        fracs = {a.get("rotary_fraction", 1.0) for a in attn}
+        cfg = {
+            "model_type": mt, "architectures": ["GPTNeoXForCausalLM"], "vocab_size": d.vocab_size,
+            "hidden_size": d.hidden_size, "num_hidden_layers": n, "num_attention_heads": d.n_heads,
+            "intermediate_size": d.ffn_hidden, "max_position_embeddings": d.max_seq_len,
+            "layer_norm_eps": d.norm_eps, "hidden_act": d.activation, "rotary_pct": max(fracs),
+            "rotary_emb_base": d.rope_theta, "use_parallel_residual": d.parallel_residual,
+            "attention_bias": True, "tie_word_embeddings": d.tied,
+        }
+    else:
+        cfg = _rms_family_config(d, plan, mt, attn, n)
     _check_round_trip(d, plan, import_hf(cfg), mt, model_config)
+    return cfg
+
+
+def _rms_family_config(d: Any, plan: Any, mt: str, attn: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    """olmo2 / gemma / gemma3_text: RMSNorm decoders with their own placements and gains."""
+    cfg: dict[str, Any] = {
+        "model_type": mt, "architectures": [{"olmo2": "Olmo2ForCausalLM", "gemma": "GemmaForCausalLM",
+                                             "gemma3_text": "Gemma3ForCausalLM"}[mt]],
+        "vocab_size": d.vocab_size, "hidden_size": d.hidden_size, "num_hidden_layers": n,
+        "num_attention_heads": d.n_heads, "num_key_value_heads": d.kv_heads, "intermediate_size": d.ffn_hidden,
+        "max_position_embeddings": d.max_seq_len, "rms_norm_eps": d.norm_eps, "rope_theta": d.rope_theta,
+        "tie_word_embeddings": d.tied, "attention_bias": False,
+    }
+    if mt == "olmo2":
+        cfg["hidden_act"] = "silu"
+        return cfg
+    mlp = plan.layers[0].config["mlp"]
+    cfg["head_dim"] = d.attn_head_dim
+    cfg["hidden_activation"] = "gelu_pytorch_tanh" if mlp.get("gelu_approximate") == "tanh" else "gelu"
+    if mt == "gemma3_text":
+        windows = [a.get("window") or 0 for a in attn]
+        local = {a.get("rope_theta") for a, w in zip(attn, windows) if w}
+        scale = attn[0].get("scale")
+        scalar = d.attn_head_dim if scale is None else scale ** -2  # logits scaled by query_pre_attn_scalar**-0.5
+        if abs(scalar - round(scalar)) > 1e-6 * scalar:
+            raise _refuse("layers.params.attention.scale", scale, "Gemma 3 scales logits by an integer "
+                          "query_pre_attn_scalar ** -0.5")
+        cfg.update(layer_types=["sliding_attention" if w else "full_attention" for w in windows],
+                   sliding_window=max(windows) or 4096, query_pre_attn_scalar=int(round(scalar)), rope_local_base_freq=(local.pop() if len(local) == 1 else None)
+                   or d.rope_theta, final_logit_softcapping=d.logit_softcap or None, attn_logit_softcapping=None)
     return cfg
 
 
