@@ -756,3 +756,33 @@ def test_structure_buttons_duplicate_insert_delete_with_undo():
     at.button(key="undo").click().run()
     assert _design(at).layers.n_layers == 6
     assert [n for n, _ in at.session_state[state.HISTORY_KEY]][-1].startswith("delete layers 0")
+
+
+def test_analysis_of_a_hybrid_draws_its_layers_and_linear_state_curves():
+    """Mamba-2 and Gated DeltaNet layers in the per-layer bars and the length curves: their FLOPs grow
+    linearly past one chunk, their state is flat in length, the softmax layers' KV cache grows linearly."""
+    import json
+
+    hybrid = {"name": "hyb", "hidden_size": 64, "n_heads": 4, "vocab_size": 256, "max_seq_len": 4096,
+              "layers": {"n_layers": 4, "string": "MAMBA2,SDPA,GATED_DELTANET,SDPA", "mlp": "swiglu"}}
+    at = _page(_app(hybrid), "analysis")
+    assert not _errors(at)
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    bars = next(f for f in figs if f["layout"].get("yaxis", {}).get("title", {}).get("text") == "FLOPs")
+    attn_bar = next(t for t in bars["data"] if t["name"] == "attention")
+    assert len(attn_bar["y"]) == 4 and all(y > 0 for y in attn_bar["y"])  # every mixer is counted, none reads as zero
+    curve = next(f for f in figs if any(t.get("name", "").startswith("one mamba2 layer") for t in f["data"]))
+    for kind in ("mamba2", "gated_deltanet"):
+        t = next(t for t in curve["data"] if t["name"] == f"one {kind} layer (attention part)")
+        pts = [(x, y) for x, y in zip(t["x"], t["y"]) if x >= 512]  # past one chunk: linear in length
+        assert len(pts) >= 3
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+            assert y1 / y0 == pytest.approx(x1 / x0, rel=1e-9), (kind, x0, x1)
+    kv = next(f for f in figs if any(t.get("name", "").startswith("KV cache (") for t in f["data"]))
+    traces = {t["name"]: t for t in kv["data"]}
+    for kind in ("mamba2", "gated_deltanet"):
+        ys = traces[f"KV cache of the {kind} layers"]["y"]
+        assert len(set(ys)) == 1 and ys[0] > 0  # a constant state
+    sdpa = traces["KV cache of the self_sdpa layers"]
+    # 2 SDPA layers x K and V x 4 heads x head dim 16 x 2 bytes (bf16) per token
+    assert sdpa["y"] == [2 * 2 * 4 * 16 * 2 * s for s in sdpa["x"]]
