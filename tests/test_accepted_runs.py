@@ -113,7 +113,7 @@ def designs(draw) -> dict:
         "max_seq_len": draw(st.sampled_from([1, 2, 5, 8])) if os.environ.get("ACCEPTED_RUNS_SEQ1") else draw(st.sampled_from([2, 5, 8])),
         "positional": draw(st.sampled_from(list(POSITIONAL))),
         "norm": draw(st.sampled_from(list(NORM))),
-        "norm_placement": draw(st.sampled_from(["pre", "post", "pre_post"])),
+        "norm_placement": draw(st.sampled_from(["pre", "post", "pre_post", "post_sublayer"])),
         "activation": draw(st.sampled_from(list(ACTIVATIONS))),
         "bias": draw(st.booleans()), "qkv_bias": draw(st.booleans()),
         "final_norm": draw(st.booleans()), "dropout": draw(st.sampled_from([0.0, 0.1])),
@@ -132,6 +132,8 @@ def designs(draw) -> dict:
         d["input_dim"] = draw(st.integers(1, 5))
     if task not in ("lm", "mlm", "seq2seq"):
         d["output_dim"] = draw(st.integers(1, 4))
+    if draw(st.booleans()):  # model-level building blocks of the imported architectures (issue 12)
+        d.update(_building_blocks(draw, d))
     if arch == "encoder_decoder":
         d["encoder"] = draw(stacks(False))
         d["decoder"] = draw(stacks(True))
@@ -140,6 +142,26 @@ def designs(draw) -> dict:
     else:
         d["layers"] = draw(stacks(arch == "decoder"))
     return d
+
+
+def _building_blocks(draw, d: dict) -> dict:
+    """Options drawn where they apply (a few outside it: those are refusals, counted)."""
+    tokens, token_task = d.get("vocab_size") is not None, d["task"] in ("lm", "mlm", "seq2seq")
+    out: dict = {"norm_bias": draw(st.sampled_from([None, True, False])), "embed_norm": draw(st.booleans())}
+    if d["architecture"] != "encoder_decoder" and d["norm_placement"] != "post":
+        out["parallel_residual"] = draw(st.booleans())
+        if out["parallel_residual"] and d["norm_placement"] == "pre":
+            out["parallel_shared_norm"] = draw(st.booleans())
+    if tokens:
+        out.update(embed_scale=draw(st.booleans()), type_vocab_size=draw(st.sampled_from([0, 1, 2])))
+    if token_task:
+        out.update(logit_softcap=draw(st.sampled_from([0.0, 0.5, 30.0])), head_transform=draw(st.booleans()),
+                   head_bias=draw(st.booleans()), head_rescale=draw(st.booleans()))
+    if d["positional"] == "learned" or draw(st.integers(0, 9)) == 0:
+        out["position_offset"] = draw(st.sampled_from([0, 2]))
+    if d["architecture"] == "encoder_decoder":
+        out["positional_per_stack"] = draw(st.booleans())
+    return out
 
 
 def _inputs(design, b: int, s: int):
