@@ -49,13 +49,19 @@ def test_selective_copy_targets_are_the_data_tokens_in_order():
         assert row_x[35:] == [1] * 5 and row_y[:35] == [IGNORE] * 35 and row_y[35:] == data and len(data) == 5
 
 
-def test_induction_target_follows_the_first_trigger():
-    t = Induction(vocab_size=20, seq_len=30)
+@pytest.mark.parametrize("seq_len", [30, 31])
+def test_induction_repeats_the_first_half_and_scores_the_repeat(seq_len):
+    """Olsson et al.'s repeated random tokens: position i of the repeat holds the token at i - lag of the
+    first half, and its target is what followed that token there (brute force over the rows)."""
+    t = Induction(vocab_size=20, seq_len=seq_len)
     x, y = t.batch(seed=0, step=5, batch_size=32)
+    lag = seq_len - seq_len // 2
     for row_x, row_y in zip(x.tolist(), y.tolist()):
-        first = row_x.index(1)
-        assert first < 28 and row_x.count(1) == 2 and row_x[-1] == 1
-        assert row_y[:-1] == [IGNORE] * 29 and row_y[-1] == row_x[first + 1]
+        assert all(2 <= tok < 20 for tok in row_x)
+        scored = [i for i, tgt in enumerate(row_y) if tgt != IGNORE]
+        assert scored == list(range(lag, seq_len - 1))
+        for i in scored:
+            assert row_x[i] == row_x[i - lag] and row_y[i] == row_x[i - lag + 1] == row_x[i + 1]
 
 
 @pytest.mark.parametrize("name", ["mqar", "copy", "induction", "text"])

@@ -146,14 +146,14 @@ class SelectiveCopy(Task):
 
 @dataclass(frozen=True)
 class Induction(Task):
-    """Induction heads (Olsson et al. 2022, arXiv 2209.11895; the synthetic form of Fu et al. 2023,
-    "Hungry Hungry Hippos", arXiv 2212.14052, and Gu & Dao 2023, section 4.1.2).
+    """Induction heads on repeated random tokens (Olsson et al. 2022, arXiv 2209.11895, section 2: the
+    "repeated sequence of random tokens" on which induction heads are measured).
 
-    Random tokens from ``2 .. vocab_size - 1``; a trigger token (1) appears
-    once at a random position, followed by a random token ``t``; the last
-    input is the trigger again and its target is ``t`` (one scored position
-    per sequence): the model must find the earlier trigger and copy what
-    followed it.
+    The first half of each sequence is random tokens from ``2 .. vocab_size - 1``; the second half repeats
+    it. Every position of the second half but the last is scored on the next token: having seen token
+    ``a`` followed by ``b`` earlier, on ``a`` again predict ``b`` -- find the earlier occurrence of the
+    current token and copy what followed it, the two-layer circuit (previous-token head, then an
+    induction head) Olsson et al. describe. The first half cannot be predicted and is not scored.
     """
 
     vocab_size: int = 32
@@ -167,13 +167,11 @@ class Induction(Task):
             raise ValueError(f"induction: vocab_size and seq_len must be >= 4, got {self.vocab_size}, {self.seq_len}")
 
     def sample(self, gen: torch.Generator, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.seq_len
-        x = torch.randint(2, self.vocab_size, (b, s), generator=gen)
-        p = torch.randint(0, s - 2, (b, 1), generator=gen)  # trigger position, followed by the answer at p + 1
-        x.scatter_(1, p, torch.ones_like(p))
-        x[:, -1] = 1
+        s, half = self.seq_len, self.seq_len // 2
+        first = torch.randint(2, self.vocab_size, (b, s - half), generator=gen)
+        x = torch.cat([first, first[:, :half]], dim=1)  # (b, s): the second half repeats the first
         y = torch.full((b, s), IGNORE, dtype=torch.long)
-        y[:, -1] = x.gather(1, p + 1)[:, 0]
+        y[:, s - half:s - 1] = x[:, s - half + 1:]  # in the repeat, each next token has been seen
         return x, y
 
 
