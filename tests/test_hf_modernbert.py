@@ -298,3 +298,13 @@ def test_standalone_export_runs_a_modernbert_like_design(tmp_path):
     x = torch.randint(0, 61, (2, SEQ), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.allclose(model(x).output, ref(x).output, atol=1e-6)
+
+
+def test_preset_equals_the_import_and_transformers_count():
+    from backend.spec import load_preset
+
+    preset = load_preset("modernbert_base")
+    imported = load_design(import_hf(dict(BASE, model_type="modernbert")))
+    assert preset.model_copy(update={"name": imported.name, "description": imported.description}) == imported
+    hf = hf_meta(ModernBertConfig(**BASE))
+    assert param_stats(resolve_plan(preset))["total"] == sum(p.numel() for p in hf.parameters()) == 149_655_232
