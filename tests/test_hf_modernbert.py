@@ -75,6 +75,10 @@ def test_counts_and_flops_equal_transformers_own_model(label):
     assert sum(p.numel() for p in build_model(plan, device="meta").parameters()) == hf_params
     assert closed_form_params(plan) == hf_params  # the kinds' closed forms agree too
     assert abs(got - ref) / ref < 0.005, (got, ref)
+    # longer than the local window (65): HF's eager attention still computes every score, as the dense count
+    ref, got = hf_flops(hf, 256), flop_stats(plan, 256, 1)["forward"]
+    print(f"{label} at 256 tokens: FLOP ratio {got / ref:.6f}")
+    assert abs(got - ref) / ref < 0.005, (got, ref)
     assert abs(hf_params - PUBLISHED[label]) / PUBLISHED[label] < 0.01
 
 
@@ -89,6 +93,12 @@ def test_transformers5_config_imports_as_the_flat_keys():
     (rule,) = d["layers"]["rules"]
     assert rule["params"]["attention"] == {"window": 65, "rope_theta": 10000.0}
     assert rule["when"]["layer_idx"] == [i for i in range(22) if i % 3]
+    partial = {**v5, "rope_parameters": {"full_attention": {"rope_type": "default"}}, "local_rope_theta": 5.0}
+    hf_cfg = ModernBertConfig(**{k: v for k, v in partial.items() if k not in ("model_type", "transformers_version")})
+    assert hf_cfg.rope_parameters["sliding_attention"]["rope_theta"] == 5.0  # transformers' own reading
+    thetas = import_hf(partial)
+    assert thetas["rope_theta"] == hf_cfg.rope_parameters["full_attention"]["rope_theta"] == 160000.0
+    assert thetas["layers"]["rules"][0]["params"]["attention"]["rope_theta"] == 5.0
     assert import_hf({**v4, "local_rope_theta": None})["layers"]["rules"][0]["params"]["attention"] == {"window": 65}
 
 

@@ -67,8 +67,9 @@ def _thetas(cfg: dict[str, Any]) -> tuple[float, float]:
         unknown = set(params) - {"full_attention", "sliding_attention"}
         if unknown:
             raise bad("rope_parameters", sorted(unknown), "only full_attention / sliding_attention entries are known")
-        full = params.get("full_attention", {"rope_theta": cfg.get("global_rope_theta", 160000.0)})
-        local = params.get("sliding_attention", {"rope_theta": cfg.get("local_rope_theta", 10000.0)})
+        # an entry without its theta takes the flat key's (transformers 5 fills it so on load)
+        full = {"rope_theta": cfg.get("global_rope_theta", 160000.0), **params.get("full_attention", {})}
+        local = {"rope_theta": cfg.get("local_rope_theta", 10000.0), **params.get("sliding_attention", {})}
         return rope_theta({"rope_parameters": full}), rope_theta({"rope_parameters": local})
     if cfg.get("rope_scaling") not in (None, {}):
         rope_theta({"rope_scaling": cfg["rope_scaling"]})  # the default rotary passes; scaling is an error
