@@ -26,8 +26,8 @@ _MODEL_KEYS = (
 )
 
 
-# encoder models (BERT / RoBERTa / BART; issue 12): design fields copied as they are
-ENCODER_KEYS = ("embed_norm", "type_vocab_size", "position_offset", "head_transform", "head_bias")
+# encoder models (BERT / RoBERTa / BART / ModernBERT; issue 12): design fields copied as they are
+ENCODER_KEYS = ("embed_norm", "type_vocab_size", "position_offset", "head_transform", "head_bias", "first_attn_norm")
 
 
 def is_model_config(obj: Any) -> bool:

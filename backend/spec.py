@@ -275,6 +275,8 @@ class Design(_Frozen):
     head_transform: bool = Field(False, description="token head: dense D->D (+bias with `bias`), `activation`, then the "
                                  "model's norm before the vocabulary projection (BERT's MLM head transform)")
     head_bias: bool = Field(False, description="a bias on the token head's vocabulary logits (BERT / RoBERTa MLM)")
+    first_attn_norm: bool = Field(True, description="false: the first layer of each stack has no norm before its "
+                                  "attention (the embedding norm serves; ModernBERT, Warner et al. 2024, arXiv 2412.13663)")
     # ---- end encoder-model block ----
     layers: Optional[Stack] = None
     encoder: Optional[Stack] = None
@@ -365,6 +367,10 @@ class Design(_Frozen):
         for key in ("head_transform", "head_bias"):
             if getattr(self, key) and self.task not in TOKEN_TASKS:
                 raise _err([key], f"only applies to token-predicting tasks (lm, mlm, seq2seq); got task {self.task!r}")
+        if not self.first_attn_norm and (self.norm_placement != "pre" or self.parallel_residual):
+            why = "parallel_residual" if self.parallel_residual else f"norm_placement {self.norm_placement!r}"
+            raise _err(["first_attn_norm"], f"false drops the pre-norm of the first attention and needs norm_placement "
+                                            f"'pre' without parallel_residual, got {why}")
 
     def _check_encdec_fields(self) -> None:
         """positional_params against the positional kind's schema and check; head_rescale needs a token head."""

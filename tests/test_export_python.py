@@ -391,6 +391,11 @@ _CUSTOM = {
                       {"LayerNorm", "_Marker", "RoPE", "SelfSDPA", "KVCache", "DenseMLP"}),
     "performer_encoder": ({"architecture": "encoder", "task": "mlm", "layers": {"n_layers": 2, "attention": "linear"}},
                           {"LayerNorm", "_Marker", "RoPE", "_FavorBase", "PerformerAttention", "GatedMLP"}),
+    # ModernBERT (issue 12): no pre-norm before the first attention, local layers with their own window and theta
+    "modernbert_blocks": ({"architecture": "encoder", "task": "mlm", "first_attn_norm": False, "embed_norm": True,
+                           "head_transform": True, "head_bias": True, "layers": {"n_layers": 3, "mlp": "geglu", "rules": [
+                               {"when": {"layer_idx": [1, 2]}, "params": {"attention": {"window": 3, "rope_theta": 10.0}}}]}},
+                          {"LayerNorm", "_Marker", "RoPE", "SelfSDPA", "KVCache", "GatedMLP"}),
 }
 
 

@@ -154,6 +154,8 @@ def designs(draw) -> dict:
         if data["parallel_residual"] and data["norm_placement"] == "pre":
             data["parallel_shared_norm"] = draw(st.booleans())
     data["norm_bias"] = draw(st.sampled_from([None, True, False]))
+    if data["norm_placement"] == "pre" and not data.get("parallel_residual"):
+        data["first_attn_norm"] = draw(st.booleans())  # ModernBERT's first layer without an attention pre-norm
     if arch == "encoder_decoder":
         data["encoder"] = draw(stacks(causal=False, positional=data["positional"]))
         data["decoder"] = draw(stacks(causal=True, positional=data["positional"]))

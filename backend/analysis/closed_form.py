@@ -64,6 +64,8 @@ def norms_per_layer(design: Any, layer: Any) -> int:
     """Norm modules of one layer: one per sublayer (two with ``pre_post``); an empty sublayer has none."""
     n = (0 if ATTENTION[layer.attention].identity else 1) + (0 if MLP[layer.mlp].identity else 1) + (1 if layer.cross else 0)
     shared = getattr(design, "parallel_shared_norm", False) and n == 2  # one norm for both parallel branches
+    if layer.unique_index == 0 and not getattr(design, "first_attn_norm", True) and not ATTENTION[layer.attention].identity:
+        n -= 1  # ModernBERT: the first layer's attention has no pre-norm
     return (n - (1 if shared else 0)) * (2 if design.norm_placement == "pre_post" else 1)
 
 

@@ -175,7 +175,8 @@ def flop_stats(plan: Plan, seq_len: int | None = None, batch: int = 1) -> dict[s
         st = cfg["stacks"][name]
         keys = [parts.layer_key(layer) for layer in st["layers"]]
         for layer in sp.executed:
-            r = parts.per_layer(block_flops, mkey, keys[layer.unique_index], bool(st["causal"]), bool(st.get("cross")), s)
+            r = parts.per_layer(block_flops, parts.layer_model_key(cfg, layer.unique_index), keys[layer.unique_index],
+                                bool(st["causal"]), bool(st.get("cross")), s)
             fixed = r["fixed"]
             for k, v in r["forward"].items():
                 comp[k] += v * b + fixed.get(k, 0)

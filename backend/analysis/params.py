@@ -67,9 +67,8 @@ def param_stats(plan: Plan) -> dict[str, Any]:
     per_unique: dict[str, list[dict[str, int]]] = {}
     for name, sp in plan.stacks.items():
         st = cfg["stacks"][name]
-        mkey = parts.model_key(cfg)
-        stats = [parts.per_layer(_layer_params, mkey, parts.layer_key(layer), bool(st["causal"]), bool(st.get("cross")))
-                 for layer in st["layers"]]
+        stats = [parts.per_layer(_layer_params, parts.layer_model_key(cfg, u), parts.layer_key(layer), bool(st["causal"]),
+                                 bool(st.get("cross"))) for u, layer in enumerate(st["layers"])]
         per_unique[name] = stats
         for s in stats:
             for k in ("attention", "mlp", "norm", "other"):

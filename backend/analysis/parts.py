@@ -34,6 +34,14 @@ def model_key(cfg: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in cfg.items() if k not in ("stacks", "name")}, sort_keys=True)
 
 
+def layer_model_key(cfg: dict[str, Any], unique_index: int) -> str:
+    """``model_key`` for the Block of unique layer ``unique_index``: the analysis builds every Block as layer 0,
+    so an option that touches the first layer alone (``first_attn_norm``, ModernBERT) is reset for the others."""
+    if unique_index and not cfg.get("first_attn_norm", True):
+        cfg = {**cfg, "first_attn_norm": True}
+    return model_key(cfg)
+
+
 def layer_key(layer: dict[str, Any]) -> str:
     return json.dumps(layer, sort_keys=True)
 
@@ -119,8 +127,8 @@ def skeleton(cfg: dict[str, Any]) -> torch.nn.Module:
 def stack_blocks(cfg: dict[str, Any], name: str) -> list[torch.nn.Module]:
     """The meta Block of each unique layer of stack ``name``."""
     st = cfg["stacks"][name]
-    mkey = model_key(cfg)
-    return [block(mkey, layer_key(layer), bool(st["causal"]), bool(st.get("cross"))) for layer in st["layers"]]
+    return [block(layer_model_key(cfg, u), layer_key(layer), bool(st["causal"]), bool(st.get("cross")))
+            for u, layer in enumerate(st["layers"])]
 
 
 @lru_cache(maxsize=8192)

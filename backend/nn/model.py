@@ -35,6 +35,7 @@ of every default; :data:`CONFIG_KEYS` lists them)::
     position_offset           learned positions: position p reads row p + offset (RoBERTa, BART: 2)
     head_transform            token head: Linear(D, D) [bias with ``bias``], activation, norm, then the logits
     head_bias                 a bias on the token logits (BERT / RoBERTa MLM head)
+    first_attn_norm           false: unique layer 0 of each stack has no norm before its attention (ModernBERT)
     stacks: {"layers" | "encoder" | "decoder": {
         causal: bool,         decoder stacks are causal
         cross: bool,          has a cross-attention sub-block (decoder of encoder_decoder)
@@ -133,7 +134,7 @@ CONFIG_KEYS = (
     # decoder building blocks (OLMo 2, GPT-NeoX, Gemma; issue 12)
     "parallel_residual", "embed_scale", "parallel_shared_norm", "norm_bias", "logit_softcap",
     # encoder models (BERT, RoBERTa, BART, ModernBERT; issue 12)
-    "embed_norm", "type_vocab_size", "position_offset", "head_transform", "head_bias",
+    "embed_norm", "type_vocab_size", "position_offset", "head_transform", "head_bias", "first_attn_norm",
 )
 
 
@@ -220,6 +221,8 @@ class Block(nn.Module):
         attn_cls, mlp_cls = lookup("attention", layer["attention"]), lookup("mlp", layer["mlp"])
         no_attn, no_mlp = getattr(attn_cls, "identity", False), getattr(mlp_cls, "identity", False)
         self.attn_norm = None if no_attn else norm()
+        if index == 0 and not cfg["first_attn_norm"] and self.attn_norm is not None:
+            self.attn_norm = nn.Identity()  # ModernBERT: the first attention reads the embedding norm's output
         self.attn = attn_cls(sub("attention", layer["attention"]))
         self.attn_post_norm = norm() if sandwich and not no_attn else None
         self.cross_norm = self.cross = self.cross_post_norm = None
@@ -240,7 +243,7 @@ class Block(nn.Module):
 
     def _branch(self, x: torch.Tensor, f, norm: nn.Module, post: nn.Module | None, s) -> torch.Tensor:
         """The term an additive placement adds to ``x`` (every placement but ``post``)."""
-        if self.scales_branch:
+        if self.scales_branch and not isinstance(norm, nn.Identity):  # (first_attn_norm: false)
             return s * self.drop(norm.scale(f(x)))
         if self.placement == "post_sublayer":
             return s * self.drop(norm(f(x)))

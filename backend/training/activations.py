@@ -323,8 +323,8 @@ def as_built(plan: Any, seq_len: int, batch: int = 1, dtype: str = "bf16", *, qu
         fkey = json.dumps(flow, sort_keys=True)
         for layer in sp.executed:
             try:
-                r = parts.per_layer(layer_saved, mkey, keys[layer.unique_index], bool(st["causal"]), bool(st.get("cross")), fkey,
-                                batch, seq_len, dtype, quadratic)
+                r = parts.per_layer(layer_saved, parts.layer_model_key(cfg, layer.unique_index), keys[layer.unique_index],
+                                    bool(st["causal"]), bool(st.get("cross")), fkey, batch, seq_len, dtype, quadratic)
             except ValueError as exc:  # a kind refuses the shape (e.g. longer than its max_seq_len)
                 from ..errors import DesignError
 
