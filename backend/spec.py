@@ -367,6 +367,10 @@ class Design(_Frozen):
         for key in ("head_transform", "head_bias"):
             if getattr(self, key) and self.task not in TOKEN_TASKS:
                 raise _err([key], f"only applies to token-predicting tasks (lm, mlm, seq2seq); got task {self.task!r}")
+        for key in ("embed_norm", "head_transform"):  # each applies the model's norm kind to a tensor on its own
+            if getattr(self, key) and not NORM[self.norm].normalizes:
+                raise _err([key], f"applies the model's norm to a tensor on its own, and norm {self.norm!r} normalises "
+                                  f"nothing (it only scales residual branches); pick another norm")
         if not self.first_attn_norm and (self.norm_placement != "pre" or self.parallel_residual):
             why = "parallel_residual" if self.parallel_residual else f"norm_placement {self.norm_placement!r}"
             raise _err(["first_attn_norm"], f"false drops the pre-norm of the first attention and needs norm_placement "

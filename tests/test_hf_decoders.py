@@ -223,6 +223,10 @@ def test_gpt_neox_weights_need_the_config():
     ({"norm_bias": "yes"}, None, "norm_bias"),
     ({"logit_softcap": 30.0, "task": "regression", "output_dim": 1, "tie_embeddings": False}, None, "logit_softcap"),
     ({"logit_softcap": -1.0}, None, "logit_softcap"),
+    # ReZero normalises nothing: as the embedding norm or the head transform's norm its gate would get no
+    # gradient (found by the accepted-runs soak: smoke's gradient check failed on embed_norm.alpha)
+    ({"norm": "rezero", "embed_norm": True}, None, "embed_norm"),
+    ({"norm": "rezero", "head_transform": True}, None, "head_transform"),
     ({"layers": {"n_layers": 1, "params": {"attention": {"rotary_fraction": 0.4}}}}, None, "rotary_fraction"),
     ({"positional": "none", "layers": {"n_layers": 1, "params": {"attention": {"rope_theta": 5.0}}}}, None, "rope_theta"),
     ({"layers": {"n_layers": 1, "params": {"attention": {"qk_norm_over": "both"}}}}, None, "qk_norm_over"),

@@ -269,6 +269,9 @@ class MlpKind(KindInfo):
 class NormKind(KindInfo):
     weight_per_dim: int = 1  # parameters per hidden unit (a gain vector)
     fixed_params: int = 0  # parameters independent of the width (ScaleNorm's scale, ReZero's alpha)
+    # False for a kind that normalises nothing and only scales residual branches (ReZero): it cannot
+    # stand alone on a tensor (embed_norm, the MLM head transform's norm), where its gate would be unused
+    normalizes: bool = True
 
     def param_count(self, model: Any) -> int:
         return model.hidden_size * self.weight_per_dim + self.fixed_params

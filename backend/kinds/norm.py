@@ -36,7 +36,7 @@ NORMS: list[NormKind] = [
     NormKind("rezero", "norm", "backend.nn.norms:ReZero",
              "No normalisation; each residual branch is scaled by a learned alpha initialised at 0.",
              "Bachlechner et al. 2020, arXiv 2003.04887", label="ReZero", abbrev="ReZero", color="#B6992D",
-             weight_per_dim=0, fixed_params=1),
+             weight_per_dim=0, fixed_params=1, normalizes=False),
     AdaptiveNormKind("adaptive", "norm", "backend.nn.norms:AdaptiveNorm",
                      "AdaLN-style: LayerNorm whose gain and shift are computed from the token itself.",
                      "Peebles & Xie 2022, DiT, arXiv 2212.09748", label="adaptive LN", abbrev="AdaLN", color="#79706E"),
