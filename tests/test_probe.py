@@ -50,18 +50,29 @@ def test_selective_copy_targets_are_the_data_tokens_in_order():
 
 
 @pytest.mark.parametrize("seq_len", [30, 31])
-def test_induction_repeats_the_first_half_and_scores_the_repeat(seq_len):
-    """Olsson et al.'s repeated random tokens: position i of the repeat holds the token at i - lag of the
-    first half, and its target is what followed that token there (brute force over the rows)."""
-    t = Induction(vocab_size=20, seq_len=seq_len)
-    x, y = t.batch(seed=0, step=5, batch_size=32)
-    lag = seq_len - seq_len // 2
+def test_induction_repeats_a_segment_at_a_random_lag_and_scores_its_successors(seq_len):
+    """Brute force over the rows: distinct tokens before the repeat; each scored position's target is the
+    token that followed the current token's earlier (only) occurrence; the lag varies between rows."""
+    t = Induction(vocab_size=40, seq_len=seq_len)
+    x, y = t.batch(seed=0, step=5, batch_size=64)
+    rep = seq_len // 4
+    first_len = seq_len - rep
+    lags = set()
     for row_x, row_y in zip(x.tolist(), y.tolist()):
-        assert all(2 <= tok < 20 for tok in row_x)
+        first = row_x[:first_len]
+        assert len(set(first)) == first_len and all(2 <= tok < 40 for tok in row_x)
         scored = [i for i, tgt in enumerate(row_y) if tgt != IGNORE]
-        assert scored == list(range(lag, seq_len - 1))
+        assert scored == list(range(first_len, seq_len - 1))
         for i in scored:
-            assert row_x[i] == row_x[i - lag] and row_y[i] == row_x[i - lag + 1] == row_x[i + 1]
+            earlier = first.index(row_x[i])  # the one earlier occurrence of the current token
+            assert row_y[i] == row_x[earlier + 1] == row_x[i + 1]
+            lags.add(i - earlier)
+    assert len(lags) > 3  # not a fixed shift
+
+
+def test_induction_needs_room_for_distinct_tokens():
+    with pytest.raises(ValueError, match="vocab_size >= 50"):
+        Induction(vocab_size=32, seq_len=64)
 
 
 @pytest.mark.parametrize("name", ["mqar", "copy", "induction", "text"])
@@ -104,7 +115,7 @@ def test_probe_is_deterministic_for_a_seed():
     assert a.losses == b.losses and a.final_accuracy == b.final_accuracy and len(a.losses) == 6
     assert a.losses != c.losses
     assert a.final_loss == pytest.approx(sum(a.losses[-1:]) / 1)
-    assert a.tokens_per_s > 0 and a.scaled is False and a.design["vocab_size"] == 32
+    assert a.tokens_per_s > 0 and a.scaled is False and a.design["vocab_size"] == 64  # the task's vocabulary
 
 
 def test_large_designs_are_width_scaled_and_say_so():

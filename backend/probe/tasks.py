@@ -146,32 +146,44 @@ class SelectiveCopy(Task):
 
 @dataclass(frozen=True)
 class Induction(Task):
-    """Induction heads on repeated random tokens (Olsson et al. 2022, arXiv 2209.11895, section 2: the
-    "repeated sequence of random tokens" on which induction heads are measured).
+    """Induction heads on repeated random tokens (Olsson et al. 2022, arXiv 2209.11895), at a random lag.
 
-    The first half of each sequence is random tokens from ``2 .. vocab_size - 1``; the second half repeats
-    it. Every position of the second half but the last is scored on the next token: having seen token
-    ``a`` followed by ``b`` earlier, on ``a`` again predict ``b`` -- find the earlier occurrence of the
-    current token and copy what followed it, the two-layer circuit (previous-token head, then an
-    induction head) Olsson et al. describe. The first half cannot be predicted and is not scored.
+    The first ``seq_len - seq_len // 4`` tokens are distinct random tokens from ``2 .. vocab_size - 1``;
+    the last quarter repeats a segment of them that starts at a random offset. Every position of the
+    repeat but the last is scored on the next token: on a token seen before, predict the token that
+    followed it -- find the earlier occurrence of the current token and copy its successor, the
+    two-layer circuit (previous-token head, then an induction head) Olsson et al. describe. The lag
+    differs per sequence, so a fixed shift (a convolution or spectral filter tap) cannot solve it, and
+    the first part has no repeated token, so the answer is unambiguous. Nothing else is scored.
     """
 
-    vocab_size: int = 32
+    vocab_size: int = 64
     seq_len: int = 64
 
     name = "induction"
     citation = "Olsson et al. 2022, In-context Learning and Induction Heads, arXiv 2209.11895"
 
+    @property
+    def repeat_len(self) -> int:
+        return max(2, self.seq_len // 4)
+
     def __post_init__(self) -> None:
-        if self.vocab_size < 4 or self.seq_len < 4:
-            raise ValueError(f"induction: vocab_size and seq_len must be >= 4, got {self.vocab_size}, {self.seq_len}")
+        if self.vocab_size < 4 or self.seq_len < 6:
+            raise ValueError(f"induction: vocab_size must be >= 4 and seq_len >= 6, got {self.vocab_size}, {self.seq_len}")
+        first = self.seq_len - self.repeat_len
+        if first > self.vocab_size - 2:
+            raise ValueError(f"induction: the {first} distinct tokens before the repeat need vocab_size >= {first + 2}, "
+                             f"got {self.vocab_size}")
 
     def sample(self, gen: torch.Generator, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        s, half = self.seq_len, self.seq_len // 2
-        first = torch.randint(2, self.vocab_size, (b, s - half), generator=gen)
-        x = torch.cat([first, first[:, :half]], dim=1)  # (b, s): the second half repeats the first
+        s, r = self.seq_len, self.repeat_len
+        f = s - r
+        first = torch.rand(b, self.vocab_size - 2, generator=gen).argsort(dim=1)[:, :f] + 2  # distinct tokens
+        start = torch.randint(0, f - r + 1, (b, 1), generator=gen)  # where the repeated segment begins
+        seg = first.gather(1, start + torch.arange(r))
+        x = torch.cat([first, seg], dim=1)
         y = torch.full((b, s), IGNORE, dtype=torch.long)
-        y[:, s - half:s - 1] = x[:, s - half + 1:]  # in the repeat, each next token has been seen
+        y[:, f:s - 1] = seg[:, 1:]  # on the repeat's token j, its successor in the first part
         return x, y
 
 
