@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import DesignError
-from .common import INERT, bad, integer, kind_for
+from .common import INERT, bad, integer, kind_for, split_per_head_qkv
 
 MODEL_TYPES = ("gptj", "bloom")
 
@@ -195,6 +195,4 @@ def _bloom_qkv(pre: str, kind: str, t: Any, orig: str, config: dict[str, Any] | 
     if not isinstance(H, int) or isinstance(H, bool) or H < 1 or t.shape[0] % (3 * H):
         raise DesignError(orig, "is fused per head: splitting it needs the config's n_head "
                           "(map_state_dict(..., config=...))")
-    rest = tuple(t.shape[1:])
-    g = t.reshape(H, 3, t.shape[0] // (3 * H), *rest)
-    return {f"{pre}attn.{p}_proj.{kind}": g[:, j].reshape(-1, *rest) for j, p in enumerate("qkv")}
+    return {f"{pre}attn.{p}_proj.{kind}": part for p, part in zip("qkv", split_per_head_qkv(t, H))}
