@@ -149,6 +149,7 @@ def test_design_fields():
 @pytest.mark.parametrize("model_type, field, value, match", [
     ("bloom", "apply_residual_connection_post_layernorm", True, "apply_residual_connection_post_layernorm"),
     ("bloom", "n_inner", 1000, "n_inner"),
+    ("bloom", "slow_but_exact", True, "slow_but_exact"),  # with pretraining_tp 4 (set below)
     ("bloom", "some_new_feature", 1, "some_new_feature"),
     ("gptj", "rotary_dim", None, "rotary_dim"),
     ("gptj", "rotary_dim", 7, "rotary_dim"),
@@ -158,6 +159,8 @@ def test_unmappable_fields_are_errors_naming_the_field(model_type, field, value,
     label = "GPT-J-6B" if model_type == "gptj" else "BLOOM-560M"
     d = as_file_dict(hf_config(model_type, **REAL[label][1]))
     d[field] = value
+    if field == "slow_but_exact":
+        d["pretraining_tp"] = 4
     with pytest.raises(DesignError, match=match):
         load_design(import_hf(d))
 
@@ -175,11 +178,21 @@ def test_cli_refuses_with_exit_2_and_one_line(tmp_path, model_type, field, value
     assert r.returncode == 2 and field in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_inert_bloom_training_switches_are_accepted():
+def test_inert_keys_of_the_public_files_are_accepted():
+    """The keys of bigscience/bloom-560m's and EleutherAI/gpt-j-6b's config.json that transformers' models
+    do not read (Megatron-DeepSpeed kernel switches, GPT-2 summary heads) change nothing."""
     d = as_file_dict(hf_config("bloom", **REAL["BLOOM-560M"][1]))
-    d.update(attention_softmax_in_fp32=True, masked_softmax_fusion=True, slow_but_exact=True, pretraining_tp=4,
-             bias_dropout_fusion=True, skip_bias_add=True, skip_bias_add_qkv=False, offset_alibi=100, unk_token_id=0)
+    d.update(attention_softmax_in_fp32=True, masked_softmax_fusion=True, slow_but_exact=False, pretraining_tp=4,
+             bias_dropout_fusion=True, skip_bias_add=True, skip_bias_add_qkv=False, offset_alibi=100, unk_token_id=0,
+             n_inner=None, pad_token_id=3)
     assert import_hf(d) == import_hf(as_file_dict(hf_config("bloom", **REAL["BLOOM-560M"][1])))
+    d.update(slow_but_exact=True, pretraining_tp=1)  # the sliced path runs with pretraining_tp > 1 only
+    assert import_hf(d) == import_hf(as_file_dict(hf_config("bloom", **REAL["BLOOM-560M"][1])))
+    g = as_file_dict(hf_config("gptj", **REAL["GPT-J-6B"][1]))
+    g.update(rotary=True, scale_attn_weights=True, gradient_checkpointing=False, summary_activation=None,
+             summary_first_dropout=0.1, summary_proj_to_labels=True, summary_type="cls_index", summary_use_proj=True,
+             tokenizer_class="GPT2Tokenizer", task_specific_params={"text-generation": {"do_sample": True}})
+    assert import_hf(g) == import_hf(as_file_dict(hf_config("gptj", **REAL["GPT-J-6B"][1])))
 
 
 def test_bloom_weights_need_the_config():

@@ -29,8 +29,8 @@ _GPTJ_KEYS = {"vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "rotar
               "gradient_checkpointing"}
 _GPTJ_ALIASES = {"hidden_size": "n_embd", "num_attention_heads": "n_head", "num_hidden_layers": "n_layer",
                  "max_position_embeddings": "n_positions"}
-# BLOOM's Megatron-DeepSpeed training switches: fused kernels and bias-add placement, same function
-# (slow_but_exact splits the dense layers into pretraining_tp slices and sums them: the same sum).
+# BLOOM's Megatron-DeepSpeed training switches: fused kernels and bias-add placement, same function.
+# slow_but_exact matters with pretraining_tp > 1 only, and is refused there (``_import_bloom``).
 _BLOOM_INERT = {"attention_softmax_in_fp32", "masked_softmax_fusion", "bias_dropout_fusion", "skip_bias_add",
                 "skip_bias_add_qkv", "slow_but_exact", "unk_token_id", "offset_alibi", "seq_length"}
 _BLOOM_KEYS = {"vocab_size", "hidden_size", "n_layer", "n_head", "layer_norm_epsilon",
@@ -116,6 +116,12 @@ def _import_bloom(config: dict[str, Any]) -> dict[str, Any]:
     if _flag(cfg, "apply_residual_connection_post_layernorm", False):
         raise bad("apply_residual_connection_post_layernorm", True, "the residual from the normalised input is "
                   "not supported (false expected)")
+    tp = integer(cfg, "pretraining_tp", default=1)
+    if _flag(cfg, "slow_but_exact", False) and tp > 1:
+        # transformers' sliced path sums F.linear over pretraining_tp column slices of the attention's dense and
+        # dense_4h_to_h weights without their biases: a different function from the biased layers it holds
+        raise bad("slow_but_exact", True, f"with pretraining_tp {tp}, transformers drops the biases of dense and "
+                  "dense_4h_to_h (not modelled; false, or pretraining_tp 1, expected)")
     if cfg.get("n_inner") is not None:
         raise bad("n_inner", cfg["n_inner"], "transformers' BLOOM ignores it (its MLP is 4 * hidden_size): null expected")
     D, H, n = (integer(cfg, k) for k in ("hidden_size", "n_head", "n_layer"))
