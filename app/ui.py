@@ -119,6 +119,11 @@ def param_widgets(info: KindInfo, key_prefix: str, current: dict[str, Any] | Non
 
 def param_widget(name: str, p: ParamInfo, value: Any, key: str) -> Any:
     label = name.replace("_", " ")
+    if p.type == "bool" and p.nullable:  # null = derived (e.g. the dense MLP's bias follows the model's)
+        options = [DEFAULT_LABEL, "true", "false"]
+        idx = 0 if value is None else options.index("true" if value else "false")
+        v = st.selectbox(label, options, index=idx, help=p.help, key=key)
+        return None if v == DEFAULT_LABEL else v == "true"
     if p.type == "bool":
         return st.checkbox(label, value=bool(value), help=p.help, key=key)
     if p.type == "choice":

@@ -148,6 +148,19 @@ def test_paint_with_brush_params_and_mlp_row():
     assert rule.mlp == "moe" and rule.params.mlp == {"num_experts": 4}
 
 
+def test_brush_nullable_bool_param_stays_null_until_chosen():
+    """The dense MLP's `bias` (null = the model's): a three-way choice, not a checkbox that would write false."""
+    at = _app(SMALL)
+    at.radio(key="brush_category").set_value("mlp").run()
+    at.selectbox(key="brush_kind_mlp").set_value("mlp").run()
+    at.text_input(key="brush_indices").set_value("5").run()
+    at.button(key="paint").click().run()
+    assert "bias" not in (_design(at).layers.rules[-1].params.mlp or {})
+    at.selectbox(key="brush_param.mlp.mlp.bias").set_value("true").run()
+    at.button(key="paint").click().run()
+    assert _design(at).layers.rules[-1].params.mlp == {"bias": True}
+
+
 def test_painting_a_shared_layer_paints_its_unique_layer():
     cyc = {**SMALL, "layers": {"n_layers": 2, "repeat": {"mode": "cycle", "factor": 3}}}
     at = _app(cyc)

@@ -389,6 +389,16 @@ _CUSTOM = {
         {"LayerNorm", "_Marker", "RoPE", "SelfSDPA", "KVCache", "GatedMLP"}),
     "falcon_blocks": ({"parallel_residual": True, "parallel_shared_norm": True, "norm_bias": True},
                       {"LayerNorm", "_Marker", "RoPE", "SelfSDPA", "KVCache", "DenseMLP"}),
+    # issue 12 GPT-J / BLOOM: the partial interleaved rotary, unbiased attention with a biased tanh-GELU MLP and
+    # logit bias; ALiBi with an embedding norm
+    "gptj_blocks": ({"parallel_residual": True, "parallel_shared_norm": True, "norm_bias": True, "head_bias": True,
+                     "layers": {"n_layers": 2, "mlp": "mlp", "params": {
+                         "attention": {"rotary_fraction": 0.5, "rotary_interleaved": True},
+                         "mlp": {"gelu_approximate": "tanh", "bias": True}}}},
+                    {"LayerNorm", "_Marker", "RoPE", "SelfSDPA", "KVCache", "DenseMLP"}),
+    "bloom_blocks": ({"positional": "alibi", "embed_norm": True, "bias": True, "layers": {"n_layers": 2, "mlp": "mlp",
+                      "params": {"mlp": {"gelu_approximate": "tanh"}}}},
+                     {"LayerNorm", "_Marker", "ALiBi", "SelfSDPA", "KVCache", "DenseMLP"}),
     "performer_encoder": ({"architecture": "encoder", "task": "mlm", "layers": {"n_layers": 2, "attention": "linear"}},
                           {"LayerNorm", "_Marker", "RoPE", "_FavorBase", "PerformerAttention", "GatedMLP"}),
     # ModernBERT (issue 12): no pre-norm before the first attention, local layers with their own window and theta

@@ -158,7 +158,8 @@ KINDS = BUILTIN + list(PLUGIN_KINDS)
 CONFIGS = {
     "self_sdpa": [{}, {"window": 3}, {"qk_norm": True}, {"sinks": True}, {"sinks": True, "window": 3}, {"scale": 0.5},
                   {"output_gate": True, "qk_norm": True},
-                  {"qk_norm": True, "qk_norm_over": "projection"}, {"rotary_fraction": 0.5, "rope_theta": 500.0}],
+                  {"qk_norm": True, "qk_norm_over": "projection"}, {"rotary_fraction": 0.5, "rope_theta": 500.0},
+                  {"rotary_fraction": 0.5, "rotary_interleaved": True}],  # GPT-J's partial interleaved rotary
     "self_flex": [{}, {"window": 3, "prefix_len": 2}, {"softcap": 5.0, "alibi": True}],
     "diff_attn": [{}],
     "token_param": [{"num_param_tokens": 5}],
@@ -567,6 +568,7 @@ def test_no_import_cycles_in_backend():
 
 MLP_CONFIGS = {
     "geglu": [{}, {"gelu_approximate": "tanh"}],  # Gemma's GeGLU
+    "mlp": [{"gelu_approximate": "tanh", "bias": True}, {"bias": False}],  # GPT-J / BLOOM's dense MLP
     "swiglu_clamped": [{}, {"limit": 0.05, "alpha": 2.0}],  # a tight clamp: the clamps really act
     "moe": [
         {"num_experts": 4, "top_k": 2},

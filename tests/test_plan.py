@@ -303,7 +303,7 @@ def test_stack_params_merge_with_rule_params():
     ]
     assert p.layers[0].config["attention"] == {"window": 128, "backend": "auto", "qk_norm": False, "sinks": False, "scale": None,
                                                "output_gate": False, "qk_norm_over": "head", "rotary_fraction": 1.0,
-                                               "rope_theta": None}
+                                               "rope_theta": None, "rotary_interleaved": False}
 
 
 def test_stack_params_reach_only_kinds_that_take_them():

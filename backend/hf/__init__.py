@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ..errors import DesignError
-from . import decoders, deepseek, encdec, encoders, gpt_oss, jamba, llama, mamba2, modernbert, nemotron_h, qwen3_next, qwen_moe
+from . import (decoders, deepseek, encdec, encoders, gpt_oss, gptj_bloom, jamba, llama, mamba2, modernbert, nemotron_h,
+               qwen3_next, qwen_moe)
 from .common import bad
 
 
@@ -49,6 +50,7 @@ FAMILIES: list[Family] = [
     Family(jamba.MODEL_TYPES, jamba.import_config, jamba.map_weights),
     Family(encoders.MODEL_TYPES, encoders.import_config, encoders.map_weights),  # bert, roberta (issue 12)
     Family(modernbert.MODEL_TYPES, modernbert.import_config, modernbert.map_weights),  # modernbert (issue 12)
+    Family(gptj_bloom.MODEL_TYPES, gptj_bloom.import_config, gptj_bloom.map_weights, takes_config=True),  # gptj, bloom
 ]
 
 

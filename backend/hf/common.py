@@ -34,6 +34,14 @@ def bad(key: str, value: Any, why: str) -> DesignError:
     return DesignError(key, f"{why}, got {short_repr(value)}")
 
 
+def split_per_head_qkv(t: Any, heads: int) -> tuple[Any, Any, Any]:
+    """q, k, v (rows H*Dh each) of a fused query_key_value laid out per head, rows (H, 3, Dh) = [q_h | k_h | v_h]
+    (GPT-NeoX, BLOOM, Falcon without multi-query); ``t`` a weight (rows, D) or a bias (rows,)."""
+    rest = tuple(t.shape[1:])
+    g = t.reshape(heads, 3, t.shape[0] // (3 * heads), *rest)
+    return tuple(g[:, j].reshape(-1, *rest) for j in range(3))  # type: ignore[return-value]
+
+
 def integer(cfg: dict[str, Any], key: str, *, default: Any = None, lo: int = 1) -> int:
     value = cfg.get(key, default)
     if value is None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import INERT, bad, integer, kind_for, layer_windows, rope_theta, softcap
+from .common import INERT, bad, integer, kind_for, layer_windows, rope_theta, softcap, split_per_head_qkv
 from .llama import _DENSE_ACTS
 
 MODEL_TYPES = ("olmo2", "gpt_neox", "gemma", "phi3", "gemma3_text", "falcon")
@@ -337,9 +337,8 @@ def map_weights(model_type: str, hf_state: dict[str, Any], config: dict[str, Any
                               "num_attention_heads (map_state_dict(..., config=...))")
                 H = config["num_attention_heads"]
                 kind = rest.rsplit(".", 1)[-1]  # rows (H, 3, Dh): per head [q_h | k_h | v_h]
-                per_head = t.reshape(H, 3, t.shape[0] // (3 * H), *t.shape[1:])
-                for j, p in enumerate("qkv"):
-                    out[f"{pre}attn.{p}_proj.{kind}"] = per_head[:, j].reshape(-1, *t.shape[1:])
+                for p, part in zip("qkv", split_per_head_qkv(t, H)):
+                    out[f"{pre}attn.{p}_proj.{kind}"] = part
             elif model_type == "falcon" and rest.startswith("self_attention.query_key_value."):
                 out.update(_falcon_qkv(pre, rest.rsplit(".", 1)[-1], t, orig, config))
             elif model_type == "gpt_neox" and rest in ("attention.bias", "attention.masked_bias",
@@ -383,6 +382,5 @@ def _falcon_qkv(pre: str, kind: str, t: Any, orig: str, config: dict[str, Any] |
     elif multi_query:  # [q_1 .. q_H | k | v]
         q, k, v = t[:H * dh], t[H * dh:(H + 1) * dh], t[(H + 1) * dh:]
     else:  # per head (H, 3, Dh)
-        g = t.reshape(H, 3, dh, *rest)
-        q, k, v = (g[:, j].reshape(H * dh, *rest) for j in range(3))
+        q, k, v = split_per_head_qkv(t, H)
     return {f"{pre}attn.q_proj.{kind}": q, f"{pre}attn.k_proj.{kind}": k, f"{pre}attn.v_proj.{kind}": v}

@@ -48,8 +48,8 @@ class SoftmaxKind(AttentionKind):
         if frac != 1.0 and int(model.attn_head_dim * frac) % 2:
             raise KindError(f"rotary on int(head_dim * rotary_fraction) = {int(model.attn_head_dim * frac)} channels "
                             f"must be an even number (rotary rotates pairs), got rotary_fraction {frac}", "rotary_fraction")
-        if (frac != 1.0 or cfg.get("rope_theta")) and not getattr(positional, "rotary", False):
-            key = "rotary_fraction" if frac != 1.0 else "rope_theta"
+        if (frac != 1.0 or cfg.get("rope_theta") or cfg.get("rotary_interleaved")) and not getattr(positional, "rotary", False):
+            key = "rotary_fraction" if frac != 1.0 else "rope_theta" if cfg.get("rope_theta") else "rotary_interleaved"
             raise KindError(f"{key} shapes rotary positions: it needs a rotary positional, got "
                             f"{getattr(positional, 'name', positional)!r}", key)
         if cfg.get("qk_norm_over") == "projection" and cfg.get("output_gate"):
@@ -464,6 +464,8 @@ KINDS: list[AttentionKind] = [
                                  "(GPT-NeoX rotary_pct)", 1e-3, 1.0),
             "rope_theta": P("float", None, "this layer's rotary base (null = the model's rope_theta; Gemma 3 "
                             "local layers)", 1e-6, 1e12, nullable=True),
+            "rotary_interleaved": P("bool", False, "rotary pairs adjacent channels (2i, 2i+1) (GPT-J's "
+                                    "rotate_every_two) instead of the half-split pairs (i, i + r/2) of GPT-NeoX / Llama"),
         },
         label="softmax (SDPA)", abbrev="SDPA", color="#4C78A8", aliases=("SDPA",), roles=("default", "full"),
         takes_score_bias=True,

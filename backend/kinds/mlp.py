@@ -33,9 +33,17 @@ class FfnKind(MlpKind):
         return 2 * b * s * model.hidden_size * width(model, cfg) * self.matrices
 
     def param_count(self, model: Any, cfg: dict[str, Any]) -> int:
+        # the dense kind's own `bias` (null = the model's) decides its linear biases (GPT-J: MLP only)
         D, F = model.hidden_size, width(model, cfg)
-        bias = ((self.matrices - 1) * F + D) if model.bias else 0
+        has_bias = model.bias if cfg.get("bias") is None else cfg["bias"]
+        bias = ((self.matrices - 1) * F + D) if has_bias else 0
         return self.matrices * D * F + bias
+
+    def check(self, model: Any, cfg: dict[str, Any], *, causal: bool, positional: Any = None) -> None:
+        # the dense kind's tanh GELU applies to a GELU only
+        act = cfg.get("activation") or getattr(model, "activation", None)
+        if cfg.get("gelu_approximate", "none") != "none" and "activation" in self.params and act != "gelu":
+            raise KindError(f"approximates GELU and needs activation 'gelu', got {act!r}", "gelu_approximate")
 
     def activation_elems(self, model: Any, cfg: dict[str, Any]) -> float:
         # the up projection(s) and the activation output
@@ -188,7 +196,12 @@ KINDS: list[MlpKind] = [
     FfnKind("mlp", "mlp", "backend.nn.mlp:DenseMLP", "Two-layer FFN with the model's activation.",
             "Vaswani et al. 2017, arXiv 1706.03762",
             {**_COMMON,
-             "activation": P("choice", None, "activation (null = the model's `activation`)", choices=ACTIVATIONS, nullable=True)},
+             "activation": P("choice", None, "activation (null = the model's `activation`)", choices=ACTIVATIONS, nullable=True),
+             # issue 12 (GPT-J, BLOOM): the tanh GELU (gelu_new / BLOOM's GeLU) and biases on the MLP alone
+             "gelu_approximate": P("choice", "none", "GELU: exact (none) or its tanh approximation (GPT-J gelu_new, "
+                                   "BLOOM); needs activation gelu", choices=("none", "tanh")),
+             "bias": P("bool", None, "biases of fc1 / fc2 (null = the model's `bias`; GPT-J: true with attention "
+                       "projections unbiased)", nullable=True)},
             label="dense MLP", abbrev="MLP", color="#8CD17D", roles=("dense",)),
     FfnKind("swiglu_clamped", "mlp", "backend.nn.mlp:ClampedSwiGLU",
             "gpt-oss's clamped SwiGLU: w2((clamp(w3 x) + 1) * g * sigmoid(1.702 g)), g = min(w1 x, 7).",

@@ -51,7 +51,8 @@ POSITIONALS: list[PositionalKind] = [
     PositionalKind("learned", "positional", "backend.nn.positional:LearnedPositions", "Learned absolute position table.",
                    "Radford et al. 2019 (GPT-2)", label="learned table", roles=("learned_table",), table=True),
     PositionalKind("alibi", "positional", "backend.nn.positional:ALiBi", "Linear biases on attention logits.",
-                   "Press et al. 2021, arXiv 2108.12409", label="ALiBi", score_bias=True),
+                   "Press et al. 2021, arXiv 2108.12409", label="ALiBi", score_bias=True,
+                   roles=("linear_bias",)),
     PositionalKind("none", "positional", "backend.nn.positional:NoPositions", "No positional information.",
                    "Kazemnejad et al. 2023, arXiv 2305.19466", label="none (NoPE)"),
 ]

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .common import add_qkvo, KVCache, LayerContext, alibi_bias, apply_rope, attention_mask, open_empty_rows
+from .common import apply_rope_interleaved
 from .common import positions, register, repeat_kv, rope_cos_sin
 from .norms import RMSNorm
 
@@ -83,6 +84,9 @@ class SelfSDPA(nn.Module):
     ``params["rotary_fraction"]``: rotary on the first ``int(Dh * fraction)`` channels of each head only
     (half-split pairs within them, frequencies over that width), the rest pass unrotated -- GPT-NeoX /
     Pythia's ``rotary_pct`` (Black et al. 2022, arXiv 2204.06745; Biderman et al. 2023, arXiv 2304.01373).
+    ``params["rotary_interleaved"]``: the rotated channels pair up as (2i, 2i+1) -- GPT-J's
+    ``rotate_every_two`` (Wang & Komatsuzaki 2021, mesh-transformer-jax) -- instead of the half-split
+    (i, i + r/2); pair i turns by the same frequency either way.
     ``params["rope_theta"]``: this layer's rotary base (null = the model's ``rope_theta``): Gemma 3's
     local (sliding) layers use 10k, its global ones 1M (Gemma Team 2025, arXiv 2503.19786, section 2).
     """
@@ -100,6 +104,7 @@ class SelfSDPA(nn.Module):
         self.alibi = ctx.positional == "alibi"
         self.rope_theta, self.rope_scaling = p.get("rope_theta") or ctx.rope_theta, ctx.rope_scaling
         self.rotary_dim = int(ctx.head_dim * float(p.get("rotary_fraction", 1.0) or 1.0))
+        self.rope_pairs = apply_rope_interleaved if p.get("rotary_interleaved") else apply_rope
         self.dropout = ctx.dropout
         add_qkvo(self, ctx)  # q_proj, k_proj, v_proj, o_proj
         self.output_gate = bool(p.get("output_gate"))
@@ -147,11 +152,12 @@ class SelfSDPA(nn.Module):
     def _rotate(self, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r = self.rotary_dim
         cos, sin = rope_cos_sin(q_pos, r, self.rope_theta, q.dtype, self.rope_scaling)
+        rot = self.rope_pairs
         if r == self.head_dim:
-            return apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        # partial rotary (GPT-NeoX): rotate the first r channels, pass the rest
-        return (torch.cat([apply_rope(q[..., :r], cos, sin), q[..., r:]], dim=-1),
-                torch.cat([apply_rope(k[..., :r], cos, sin), k[..., r:]], dim=-1))
+            return rot(q, cos, sin), rot(k, cos, sin)
+        # partial rotary (GPT-NeoX, GPT-J): rotate the first r channels, pass the rest
+        return (torch.cat([rot(q[..., :r], cos, sin), q[..., r:]], dim=-1),
+                torch.cat([rot(k[..., :r], cos, sin), k[..., r:]], dim=-1))
 
     def _rest(self, q, k, v, gate, start_pos, cache, padding_mask, score_bias):
         B, S = q.shape[0], q.shape[2]

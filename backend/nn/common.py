@@ -200,6 +200,17 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+def apply_rope_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, S, Dh) with adjacent pairs (2i, 2i+1) turned by frequency i (GPT-J's rotate_every_two).
+
+    ``cos`` / ``sin``: :func:`rope_cos_sin`'s (S, Dh) tables, whose first half holds one entry per pair.
+    """
+    half = x.shape[-1] // 2
+    c, s = cos[..., :half], sin[..., :half]
+    a, b = x[..., 0::2], x[..., 1::2]  # (B, H, S, Dh/2) each
+    return torch.stack([a * c - b * s, b * c + a * s], dim=-1).flatten(-2)
+
+
 def alibi_slopes(n_heads: int) -> torch.Tensor:
     """Per-head ALiBi slopes (Press et al. 2021, arXiv 2108.12409), also for non-powers of two."""
 

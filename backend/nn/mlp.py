@@ -62,7 +62,9 @@ class DenseMLP(nn.Module):
     """Two-layer FFN ``fc2(act(fc1 x))`` (Vaswani et al. 2017, arXiv 1706.03762).
 
     Kind ``mlp`` uses ``params["activation"]`` or the model's ``activation``
-    (gelu / relu / silu / mish); kind ``relu2`` uses squared ReLU.
+    (gelu / relu / silu / mish); kind ``relu2`` uses squared ReLU. ``params["gelu_approximate"]``
+    ``"tanh"``: GELU's tanh approximation (Hendrycks & Gimpel 2016, arXiv 1606.08415; GPT-J's gelu_new,
+    BLOOM). ``params["bias"]`` (null = the model's ``bias``): biases of fc1 / fc2 alone (GPT-J).
     """
 
     def __init__(self, ctx: LayerContext):
@@ -76,11 +78,16 @@ class DenseMLP(nn.Module):
             if self.activation not in ACTIVATIONS:
                 raise ValueError(f"mlp activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
             self.act = ACTIVATIONS[self.activation]
+            if ctx.params.get("gelu_approximate", "none") == "tanh":
+                if self.activation != "gelu":
+                    raise ValueError(f"gelu_approximate 'tanh' needs activation 'gelu', got {self.activation!r}")
+                self.act = functools.partial(F.gelu, approximate="tanh")
         else:
             raise ValueError(f"DenseMLP kind must be 'mlp' or 'relu2', got {self.kind!r}")
         d, h = ctx.hidden_size, ffn_width(ctx)
-        self.fc1 = nn.Linear(d, h, bias=ctx.bias)
-        self.fc2 = nn.Linear(h, d, bias=ctx.bias)  # residual output
+        bias = ctx.bias if ctx.params.get("bias") is None else bool(ctx.params["bias"])
+        self.fc1 = nn.Linear(d, h, bias=bias)
+        self.fc2 = nn.Linear(h, d, bias=bias)  # residual output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))  # (B, S, H) -> (B, S, D)
