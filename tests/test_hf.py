@@ -179,6 +179,8 @@ LOGIT_CASES = {
     "mixtral": dict(TINY, num_local_experts=4, num_experts_per_tok=2),
     "gpt2": dict(vocab_size=61, n_embd=32, n_layer=2, n_head=4, n_positions=64, activation_function="gelu",
                  bos_token_id=0, eos_token_id=0),
+    "gpt2-gelu_new": dict(vocab_size=61, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                          activation_function="gelu_new", bos_token_id=0, eos_token_id=0),  # GPT-2's own tanh GELU
     # sandwich norms with 1 + w gains, sqrt(D) embedding scale, attention and final-logit soft-caps (small, so
     # they bite), tanh GeGLU, sliding layers shorter than the sequence, head_dim != hidden / heads
     "gemma2": dict(TINY, head_dim=16, sliding_window=3, query_pre_attn_scalar=16, attn_logit_softcapping=2.0,
@@ -186,10 +188,11 @@ LOGIT_CASES = {
 }
 
 
-@pytest.mark.parametrize("model_type", list(LOGIT_CASES))
-def test_logits_equal_with_hf_weights(model_type):
+@pytest.mark.parametrize("case", list(LOGIT_CASES))
+def test_logits_equal_with_hf_weights(case):
+    model_type = case.split("-")[0]
     torch.manual_seed(0)
-    cfg = hf_config(model_type, **LOGIT_CASES[model_type])
+    cfg = hf_config(model_type, **LOGIT_CASES[case])
     cfg._attn_implementation = "eager"
     hf = AutoModelForCausalLM.from_config(cfg).float().eval()
     with torch.no_grad():  # weights well away from the init (norm gains, biases too), so every map matters

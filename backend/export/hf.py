@@ -126,7 +126,8 @@ def hf_config(design: Any) -> dict[str, Any]:
             "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": d.vocab_size,
             "n_embd": d.hidden_size, "n_layer": n, "n_head": d.n_heads, "n_inner": d.ffn_hidden,
             "n_positions": d.max_seq_len, "layer_norm_epsilon": d.norm_eps,
-            "activation_function": {"gelu": "gelu", "relu": "relu", "silu": "silu"}.get(d.activation, d.activation),
+            "activation_function": "gelu_new" if plan.layers[0].config["mlp"].get("gelu_approximate") == "tanh"
+            else {"gelu": "gelu", "relu": "relu", "silu": "silu"}.get(d.activation, d.activation),
             "tie_word_embeddings": d.tied,
         }
     elif mt in ("llama", "mistral", "qwen2", "qwen3", "mixtral"):

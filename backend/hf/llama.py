@@ -103,8 +103,9 @@ def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if act not in table:
         raise bad(keys["act"], act, f"is not a supported activation (supported: {', '.join(table)})")
     act_mapped, act_note = table[act]
-    tanh_glu = mt == "gemma2" and act == "gelu_pytorch_tanh"  # the GeGLU kind runs the tanh GELU itself
-    if act_note and not tanh_glu:
+    # the GeGLU (gemma2) and dense (gpt2) MLP kinds run the tanh GELU themselves: exact, no note
+    tanh_gelu = act in ("gelu_pytorch_tanh", "gelu_new") and mt in ("gemma2", "gpt2")
+    if act_note and not tanh_gelu:
         notes.append(act_note)
     tie = cfg.get("tie_word_embeddings", tie_default)
     if not isinstance(tie, bool):
@@ -123,6 +124,8 @@ def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         design.update(positional=kind_for("positional", "learned_table"), norm=kind_for("norm", "layer_norm"),
                       bias=True, qkv_bias=True, activation=act_mapped)
         stack["mlp"] = kind_for("mlp", "dense")
+        if tanh_gelu:
+            stack["params"] = {"mlp": {"gelu_approximate": "tanh"}}
     else:
         design.update(positional=kind_for("positional", "rotary"), rope_theta=rope_theta(cfg),
                       norm=kind_for("norm", "rms_norm"), bias=False, qkv_bias=mt == "qwen2")
@@ -135,7 +138,7 @@ def import_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         attn_params["qk_norm"] = True
     if mt == "gemma2":
         design.update(norm_placement="pre_post", embed_scale=True, logit_softcap=softcap(cfg))
-        if tanh_glu:
+        if tanh_gelu:
             stack["params"] = {"mlp": {"gelu_approximate": "tanh"}}
         cap = cfg.get("attn_logit_softcapping")
         if cap:
