@@ -88,6 +88,32 @@ def test_counts_equal_transformers_own_model(label):
     kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     expect = 2 * cfg.num_hidden_layers * kv_heads * head_dim * 2
     assert kv_cache(plan, "bf16")["bytes_per_token"] == expect
+    if model_type == "mixtral":
+        return  # routed experts: HF's trace on meta is not meaningful (test_mixtral_flops_on_a_tiny_config)
+    assert forward_flops_ratio(cfg, plan) == pytest.approx(1.0, abs=0.005)
+
+
+def forward_flops_ratio(cfg, plan, s: int = 32, device: str = "meta") -> float:
+    """Our forward FLOPs over FlopCounterMode's on transformers' eager model, batch 1, s tokens."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from backend.analysis.flops import flop_stats
+
+    cfg._attn_implementation = "eager"
+    cfg._experts_implementation = "eager"  # the per-expert loop (FlopCounterMode does not count grouped_mm)
+    with torch.device(device):
+        hf = AutoModelForCausalLM.from_config(cfg).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        hf(input_ids=torch.zeros(1, s, dtype=torch.long, device=device))
+    return flop_stats(plan, s, 1)["forward"] / counter.get_total_flops()
+
+
+def test_mixtral_flops_on_a_tiny_config():
+    """Every token runs top_k experts whatever the routing, so real (random) routing on CPU gives the
+    data-free count exactly (the convention of tests/test_hf_moe.py)."""
+    cfg = hf_config("mixtral", **{**LOGIT_CASES["mixtral"], "vocab_size": 61})
+    torch.manual_seed(0)
+    assert forward_flops_ratio(cfg, ours(import_hf(as_file_dict(cfg))), s=16, device="cpu") == pytest.approx(1.0, abs=1e-9)
 
 
 def test_transformers_4_field_names_import_the_same_design():
